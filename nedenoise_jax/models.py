@@ -1,0 +1,328 @@
+"""Denoisers (FDnCNN, DRUNet, DnCNN) in the modes ``ordinary``, ``scale_equiv``,
+``norm_equiv`` and ``wrapped``.
+
+Every model is called as ``module.apply(variables, x, sigma)`` with ``x`` of
+shape ``(N, H, W, C)``, any ``H, W >= 1``, and ``sigma`` ``None`` (blind) or a
+noise level in ``x``'s units: a scalar, ``(N,)`` or a map ``(N, H, W, 1)``.
+The output has ``x``'s shape and dtype. Build models with :func:`create`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Optional, Sequence
+
+import flax
+import flax.linen as nn
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+
+from nedenoise_jax import ops
+from nedenoise_jax.layers import (MODES, Conv, Dtype, ModeSpec, ResBlock, Residual,
+                                  ScaleBatchNorm, UpConv, activation, check_even, conv,
+                                  mode_spec)
+
+ARCH_KWARGS = {
+    "fdncnn": ("features", "depth"),
+    "drunet": ("features", "blocks"),
+    "dncnn": ("features", "depth"),
+}
+COMMON_KWARGS = ("parametrization", "dtype", "param_dtype")
+
+
+def _prepare(x: jax.Array, sigma, *, channels: int, blind: bool, name: str) -> Optional[jax.Array]:
+  """Validates a model's inputs; returns the noise-level map (non-blind) or None."""
+  x_shape = getattr(x, "shape", None)
+  if x_shape is None or len(x_shape) != 4:
+    raise ValueError(f"{name}: x must have shape (N, H, W, {channels}), got shape {x_shape}")
+  if x_shape[-1] != channels:
+    raise ValueError(f"{name} was built for {channels} channel(s): x must have shape "
+                     f"(N, H, W, {channels}), got shape {tuple(x_shape)}")
+  if min(x_shape[:3]) < 1:
+    raise ValueError(f"{name}: x must have N, H, W >= 1, got shape {tuple(x_shape)}")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"{name}: x must be a floating point array, got dtype {x.dtype}")
+  if blind:
+    if sigma is not None:
+      raise ValueError(f"{name} is blind: call it with sigma=None, got a sigma of shape "
+                       f"{jnp.shape(sigma)}")
+    return None
+  if sigma is None:
+    raise ValueError(f"{name} is non-blind: pass sigma, a scalar, (N,) or (N, H, W, 1) array "
+                     "in the image's units")
+  return ops.sigma_map(sigma, x)
+
+
+def _with_map(x: jax.Array, noise_map: Optional[jax.Array]) -> jax.Array:
+  return x if noise_map is None else jnp.concatenate([x, noise_map.astype(x.dtype)], axis=-1)
+
+
+class FDnCNN(nn.Module):
+  """Flexible DnCNN: ``depth`` 3x3 convolutions of ``features`` channels.
+
+  Predicts the clean image directly (no residual learning); the last
+  convolution has no bias. Non-blind: the noise-level map is an extra input
+  channel (left unconstrained in ``norm_equiv``).
+  """
+
+  arch: ClassVar[str] = "fdncnn"
+  features: int = 64
+  depth: int = 20
+  channels: int = 1
+  blind: bool = True
+  mode: str = "norm_equiv"
+  parametrization: ops.Parametrization = "centre"
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
+    spec = mode_spec(self.mode)
+    noise_map = _prepare(x, sigma, channels=self.channels, blind=self.blind, name="FDnCNN")
+    kw = dict(parametrization=self.parametrization, dtype=self.dtype, param_dtype=self.param_dtype)
+    h = _with_map(x, noise_map)
+    for i in range(self.depth - 1):
+      h = conv(spec, self.features, free_channels=0 if (i or self.blind) else 1,
+               name=f"conv_{i}", **kw)(h)
+      h = activation(spec, h)
+    h = conv(spec, self.channels, use_bias=False, name=f"conv_{self.depth - 1}", **kw)(h)
+    return h.astype(x.dtype)
+
+
+class DRUNet(nn.Module):
+  """U-Net with residual blocks (Zhang et al. 2021), ``len(features)`` levels.
+
+  Each image is padded at the bottom/right to a multiple of
+  ``2**(len(features) - 1)`` with its own mean, then cropped back.
+  """
+
+  arch: ClassVar[str] = "drunet"
+  features: Sequence[int] = (64, 128, 256, 512)
+  blocks: int = 4
+  channels: int = 1
+  blind: bool = True
+  mode: str = "norm_equiv"
+  parametrization: ops.Parametrization = "centre"
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
+    spec = mode_spec(self.mode)
+    noise_map = _prepare(x, sigma, channels=self.channels, blind=self.blind, name="DRUNet")
+    kw = dict(parametrization=self.parametrization, dtype=self.dtype, param_dtype=self.param_dtype)
+    feats = tuple(self.features)
+    levels = len(feats) - 1
+    xp, (h, w) = ops.pad_to_multiple(x, 2 ** levels)
+    if noise_map is not None:
+      noise_map, _ = ops.pad_to_multiple(noise_map, 2 ** levels)
+    y = conv(spec, feats[0], free_channels=0 if self.blind else 1, name="head", **kw)(
+        _with_map(xp, noise_map))
+    skips = [y]
+    for i in range(levels):
+      for b in range(self.blocks):
+        y = ResBlock(feats[i], spec, name=f"down_{i}_block_{b}", **kw)(y)
+      y = conv(spec, feats[i + 1], (2, 2), strides=2, padding="valid", name=f"down_{i}_conv", **kw)(y)
+      skips.append(y)
+    for b in range(self.blocks):
+      y = ResBlock(feats[-1], spec, name=f"body_block_{b}", **kw)(y)
+    for i in reversed(range(levels)):
+      y = Residual(spec, self.param_dtype, name=f"skip_{i + 1}")(y, skips[i + 1])
+      y = UpConv(feats[i], spec, name=f"up_{i}_conv", **kw)(y)
+      for b in range(self.blocks):
+        y = ResBlock(feats[i], spec, name=f"up_{i}_block_{b}", **kw)(y)
+    y = Residual(spec, self.param_dtype, name="skip_0")(y, skips[0])
+    y = conv(spec, self.channels, name="tail", **kw)(y)
+    return y[:, :h, :w, :].astype(x.dtype)
+
+
+class DnCNN(nn.Module):
+  """DnCNN (Zhang et al. 2017): output = input - predicted noise.
+
+  * ``ordinary``: conv+ReLU, ``depth - 2`` x (conv, BatchNorm, ReLU), conv.
+  * ``scale_equiv`` (BF-CNN, Mohan et al. 2020): no bias anywhere, BatchNorm
+    without mean subtraction and without beta.
+  * ``norm_equiv``: no BatchNorm (batch statistics are not NE), affine
+    convolutions and SortPool, and a last convolution whose filters sum to
+    **0** (``constraint="zero_sum"``). The noise predictor ``g`` is then
+    shift-invariant and scale-equivariant, ``g(a*x + b) = a*g(x)``, so
+    ``x - g(x)`` is NE; a sum-to-1 last layer would instead give
+    ``f(x + b) = f(x)``.
+
+  BatchNorm uses batch statistics when called with ``train=True`` (apply with
+  ``mutable=["batch_stats"]``) and running averages otherwise.
+  """
+
+  arch: ClassVar[str] = "dncnn"
+  features: int = 64
+  depth: int = 17
+  channels: int = 1
+  blind: bool = True
+  mode: str = "norm_equiv"
+  parametrization: ops.Parametrization = "centre"
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
+    spec = mode_spec(self.mode)
+    noise_map = _prepare(x, sigma, channels=self.channels, blind=self.blind, name="DnCNN")
+    kw = dict(parametrization=self.parametrization, dtype=self.dtype, param_dtype=self.param_dtype)
+    h = conv(spec, self.features, free_channels=0 if self.blind else 1, name="conv_0", **kw)(
+        _with_map(x, noise_map))
+    h = activation(spec, h)
+    for i in range(1, self.depth - 1):
+      h = conv(spec, self.features, use_bias=spec.bias and spec.batch_norm is None,
+               name=f"conv_{i}", **kw)(h)
+      if spec.batch_norm == "full":
+        h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype, param_dtype=self.param_dtype, name=f"bn_{i}")(h)
+      elif spec.batch_norm == "scale":
+        h = ScaleBatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=f"bn_{i}")(
+            h, use_running_average=not train)
+      h = activation(spec, h)
+    last = f"conv_{self.depth - 1}"
+    if spec.constraint == "affine":
+      noise = Conv(self.channels, constraint="zero_sum", padding="reflect", kernel_scale=1.0,
+                   name=last, **kw)(h)
+    else:
+      noise = conv(spec, self.channels, name=last, **kw)(h)
+    return (x - noise.astype(x.dtype)).astype(x.dtype)
+
+
+class Wrapped(nn.Module):
+  """Normalize -> backbone -> denormalize (Saied & Fleuret 2026).
+
+  ``f(y) = s * g((y - mu) / s) + mu`` with ``mu`` and ``s`` the mean and
+  standard deviation of each image over H, W and C; a non-blind backbone gets
+  ``sigma / s``. NE for any backbone. A constant image (``s == 0``) is
+  returned unchanged.
+  """
+
+  inner: nn.Module
+
+  @property
+  def channels(self) -> int:
+    return self.inner.channels
+
+  @property
+  def blind(self) -> bool:
+    return self.inner.blind
+
+  @nn.compact
+  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
+    noise_map = _prepare(x, sigma, channels=self.inner.channels, blind=self.inner.blind,
+                         name=f"wrapped {type(self.inner).__name__}")
+    mu = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    var = jnp.mean(jnp.square(x - mu), axis=(1, 2, 3), keepdims=True)
+    # Exactly constant images (float rounding makes their variance tiny, not 0)
+    # and variances that underflow are returned unchanged.
+    flat = (jnp.max(x, axis=(1, 2, 3), keepdims=True) == jnp.min(x, axis=(1, 2, 3), keepdims=True)
+            ) | (var <= 0)
+    # sqrt only of positive values: keeps gradients finite on constant images.
+    scale = jnp.sqrt(jnp.where(flat, jnp.ones_like(var), var))
+    z = (x - mu) / scale
+    inner_sigma = None if noise_map is None else noise_map / scale
+    y = self.inner(z, inner_sigma, train=train) * scale + mu
+    return jnp.where(flat, x, y).astype(x.dtype)
+
+
+ARCHS = {cls.arch: cls for cls in (FDnCNN, DRUNet, DnCNN)}
+
+
+def create(arch: str, *, mode: str, blind: bool, channels: int = 1, **arch_kwargs: Any) -> nn.Module:
+  """Builds a denoiser.
+
+  Args:
+    arch: ``"fdncnn"``, ``"drunet"`` or ``"dncnn"``.
+    mode: ``"ordinary"``, ``"scale_equiv"``, ``"norm_equiv"`` or ``"wrapped"``.
+    blind: if False the model takes a noise level ``sigma``.
+    channels: image channels (1 gray, 3 colour).
+    **arch_kwargs: fdncnn ``features=64, depth=20``; drunet
+      ``features=(64, 128, 256, 512), blocks=4``; dncnn ``features=64,
+      depth=17``; all: ``parametrization`` (``"centre"`` or ``"roll"``),
+      ``dtype`` (compute dtype, e.g. ``jnp.bfloat16``), ``param_dtype``.
+
+  Returns:
+    A ``flax.linen.Module``: ``variables = module.init(rng, x, sigma)``,
+    ``y = module.apply(variables, x, sigma)``.
+  """
+  if arch not in ARCHS:
+    raise ValueError(f"unknown arch {arch!r}; expected one of {tuple(ARCHS)}")
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+  allowed = ARCH_KWARGS[arch] + COMMON_KWARGS
+  unknown = sorted(set(arch_kwargs) - set(allowed))
+  if unknown:
+    raise ValueError(f"unknown keyword(s) {unknown} for arch {arch!r}; expected some of {allowed}")
+  if not isinstance(channels, int) or channels < 1:
+    raise ValueError(f"channels must be a positive int, got {channels!r}")
+  if "features" in arch_kwargs and arch == "drunet":
+    arch_kwargs["features"] = tuple(int(f) for f in arch_kwargs["features"])
+  if arch_kwargs.get("parametrization", "centre") not in ops.PARAMETRIZATIONS:
+    raise ValueError(f"unknown parametrization {arch_kwargs['parametrization']!r}; "
+                     f"expected one of {ops.PARAMETRIZATIONS}")
+  cls = ARCHS[arch]
+  inner_mode = "ordinary" if mode == "wrapped" else mode
+  if inner_mode == "norm_equiv":
+    check_even(arch_kwargs.get("features", cls.features), f"{arch} features")
+  module = cls(mode=inner_mode, blind=bool(blind), channels=channels, **arch_kwargs)
+  return Wrapped(inner=module) if mode == "wrapped" else module
+
+
+def describe(module: nn.Module) -> dict:
+  """The :func:`create` arguments that rebuild ``module`` (JSON-serializable)."""
+  wrapped = isinstance(module, Wrapped)
+  inner = module.inner if wrapped else module
+  if type(inner) not in ARCHS.values():
+    raise ValueError(f"cannot describe {type(inner).__name__}; expected a model built by models.create")
+  desc = {"arch": inner.arch, "mode": "wrapped" if wrapped else inner.mode,
+          "blind": inner.blind, "channels": inner.channels}
+  for key in ARCH_KWARGS[inner.arch]:
+    value = getattr(inner, key)
+    desc[key] = list(value) if isinstance(value, (tuple, list)) else value
+  desc["parametrization"] = inner.parametrization
+  desc["dtype"] = None if inner.dtype is None else jnp.dtype(inner.dtype).name
+  desc["param_dtype"] = jnp.dtype(inner.param_dtype).name
+  return desc
+
+
+def from_description(desc: dict) -> nn.Module:
+  """Inverse of :func:`describe`."""
+  d = dict(desc)
+  try:
+    arch, mode, blind = d.pop("arch"), d.pop("mode"), d.pop("blind")
+  except KeyError as e:
+    raise ValueError(f"model description lacks key {e.args[0]!r}: {desc}") from None
+  channels = d.pop("channels", 1)
+  for key in ("dtype", "param_dtype"):
+    if d.get(key) is not None:
+      d[key] = jnp.dtype(d[key])
+  if d.get("dtype", 0) is None:
+    d.pop("dtype")
+  return create(arch, mode=mode, blind=blind, channels=channels, **d)
+
+
+def effective_kernels(module: nn.Module, variables, x: Optional[jax.Array] = None, sigma=None):
+  """The kernels every convolution of ``module`` applies, after the constraint.
+
+  Returns ``(kernels, sums)``: dicts from the layer path (``"down_0_block_1/conv2"``)
+  to the HWIO kernel, and, for constrained layers, to each filter's sum over
+  the constrained input channels and taps (1 for affine, 0 for zero-sum).
+  """
+  if x is None:
+    x = jnp.zeros((1, 8, 8, module.channels), jnp.float32)
+    sigma = None if module.blind else 0.1
+  apply = jax.jit(lambda v, x, s: module.apply(v, x, s, mutable=["intermediates"])[1])
+  state = apply(variables, x, sigma)
+  kernels, sums = {}, {}
+  for path, value in flax.traverse_util.flatten_dict(state["intermediates"]).items():
+    name = "/".join(path[:-1])
+    (kernels if path[-1] == "effective_kernel" else sums)[name] = value[0]
+  return kernels, sums
+
+
+def count_params(variables) -> int:
+  """Number of scalars in ``variables["params"]``."""
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(variables["params"]))

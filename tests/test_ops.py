@@ -1,0 +1,127 @@
+"""Pure ops: constraints, sort pooling, affine combination, shuffles, padding, sigma maps."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nedenoise_jax import ops
+
+
+def _theta(shape, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape) * 0.1, jnp.float32)
+
+
+@pytest.mark.parametrize("parametrization", ops.PARAMETRIZATIONS)
+@pytest.mark.parametrize("shape,free", [((3, 3, 5, 4), 0), ((3, 3, 6, 8), 1), ((2, 2, 4, 6), 0),
+                                        ((1, 1, 7, 12), 0), ((3, 3, 1, 2), 0)])
+@pytest.mark.parametrize("total", [1.0, 0.0])
+def test_affine_kernel_sums(parametrization, shape, free, total):
+  k = ops.affine_kernel(_theta(shape), free_channels=free, total=total,
+                        parametrization=parametrization)
+  assert k.shape == shape and k.dtype == jnp.float32
+  np.testing.assert_allclose(ops.kernel_sums(k, free_channels=free), total, atol=1e-6)
+  if free:  # free channels pass through untouched
+    np.testing.assert_array_equal(k[:, :, -free:], _theta(shape)[:, :, -free:])
+
+
+def test_centre_parametrization_is_surjective_and_named_anchor():
+  # Any kernel that sums to 1 is its own parameter: only the anchor tap is derived.
+  target = _theta((3, 3, 4, 5))
+  target = target - target.sum(axis=(0, 1, 2)) / 36 + 1 / 36
+  np.testing.assert_allclose(ops.affine_kernel(target), target, atol=1e-6)
+  # The anchor receives no gradient; every other tap does.
+  g = jax.grad(lambda t: jnp.sum(ops.affine_kernel(t) ** 3))(_theta((3, 3, 2, 1)))
+  assert ops.anchor_tap((3, 3)) == (1, 1) and float(g[1, 1, 0, 0]) == 0.0
+  assert np.count_nonzero(np.asarray(g)) == 17
+  assert ops.anchor_tap((2, 2)) == (0, 0) and ops.anchor_tap((1, 1)) == (0, 0)
+
+
+def test_roll_matches_reference_formula():
+  # The authors' formula, written here in numpy on an OIHW kernel:
+  # per output filter, flatten (C_in, kh, kw), k = roll(t, 1) - t + 1/n.
+  theta = np.asarray(_theta((3, 3, 4, 5), seed=3))
+  oihw = theta.transpose(3, 2, 0, 1)
+  flat = oihw.reshape(5, -1)
+  ref = (np.roll(flat, 1, axis=1) - flat + 1 / flat.shape[1]).reshape(oihw.shape)
+  got = np.asarray(ops.affine_kernel(jnp.asarray(theta), parametrization="roll"))
+  np.testing.assert_allclose(got.transpose(3, 2, 0, 1), ref, atol=1e-7)
+
+
+def test_affine_kernel_errors():
+  with pytest.raises(ValueError, match="rank 4"):
+    ops.affine_kernel(jnp.ones((3, 3, 2)))
+  with pytest.raises(ValueError, match="free_channels"):
+    ops.affine_kernel(jnp.ones((3, 3, 2, 2)), free_channels=2)
+  with pytest.raises(ValueError, match="parametrization"):
+    ops.affine_kernel(jnp.ones((3, 3, 2, 2)), parametrization="bogus")
+
+
+def test_sort_pool():
+  x = jnp.asarray([[3.0, 1.0, -2.0, 5.0, 7.0, 7.0]])
+  np.testing.assert_array_equal(ops.sort_pool(x), [[1.0, 3.0, -2.0, 5.0, 7.0, 7.0]])
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3, 8)), jnp.float32)
+  # NE: commutes with x -> a*x + b for a > 0 (exactly: it only selects values).
+  for a, b in ((10.0, 50.0), (0.3, -1.2)):
+    np.testing.assert_allclose(ops.sort_pool(a * x + b), a * ops.sort_pool(x) + b, rtol=1e-6)
+  y = ops.sort_pool(x)
+  assert bool(jnp.all(y[..., 0::2] <= y[..., 1::2]))
+  np.testing.assert_allclose(jnp.sort(y, -1), jnp.sort(x, -1))
+  with pytest.raises(ValueError, match="even number of channels"):
+    ops.sort_pool(jnp.ones((1, 2, 2, 3)))
+
+
+def test_affine_combination_is_ne():
+  x, y = jnp.asarray([1.0, 2.0]), jnp.asarray([5.0, -1.0])
+  np.testing.assert_allclose(ops.affine_combination(x, y, 0.25), 0.25 * x + 0.75 * y)
+  np.testing.assert_allclose(ops.affine_combination(3 * x + 7, 3 * y + 7, 0.25),
+                             3 * ops.affine_combination(x, y, 0.25) + 7, rtol=1e-6)
+
+
+def test_pixel_shuffle_order_and_inverse():
+  # PyTorch order: channel c*4 + i*2 + j -> sub-pixel (i, j) of channel c.
+  x = jnp.arange(8.0).reshape(1, 1, 1, 8)
+  y = ops.pixel_shuffle(x, 2)
+  assert y.shape == (1, 2, 2, 2)
+  np.testing.assert_array_equal(y[0, :, :, 0], [[0, 1], [2, 3]])
+  np.testing.assert_array_equal(y[0, :, :, 1], [[4, 5], [6, 7]])
+  z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 4, 3)))
+  np.testing.assert_array_equal(ops.pixel_shuffle(ops.pixel_unshuffle(z, 2), 2), z)
+  with pytest.raises(ValueError, match="divisible"):
+    ops.pixel_unshuffle(jnp.ones((1, 3, 4, 1)), 2)
+  with pytest.raises(ValueError, match="divisible"):
+    ops.pixel_shuffle(jnp.ones((1, 3, 4, 3)), 2)
+
+
+def test_reflect_pad_any_size():
+  x = jnp.arange(3.0).reshape(1, 1, 3, 1)
+  np.testing.assert_array_equal(ops.reflect_pad(x, ((0, 0), (1, 1)))[0, 0, :, 0], [1, 0, 1, 2, 1])
+  one = jnp.ones((1, 1, 1, 2)) * 4
+  np.testing.assert_array_equal(ops.reflect_pad(one, ((1, 1), (1, 1))), jnp.full((1, 3, 3, 2), 4.0))
+  assert ops.reflect_pad(x, ((2, 2), (5, 5))).shape == (1, 5, 13, 1)
+
+
+def test_pad_to_multiple_uses_each_images_mean():
+  x = jnp.stack([jnp.zeros((5, 3, 1)), jnp.full((5, 3, 1), 7.0)])
+  y, (h, w) = ops.pad_to_multiple(x, 4)
+  assert y.shape == (2, 8, 4, 1) and (h, w) == (5, 3)
+  np.testing.assert_array_equal(y[0], 0.0)
+  np.testing.assert_allclose(y[1], 7.0, rtol=1e-6)
+  np.testing.assert_array_equal(y[:, :5, :3], x)
+  same, hw = ops.pad_to_multiple(jnp.ones((1, 8, 8, 1)), 8)
+  assert same.shape == (1, 8, 8, 1) and hw == (8, 8)
+
+
+def test_sigma_map_forms_and_errors():
+  x = jnp.zeros((2, 3, 4, 1))
+  for s in (0.1, jnp.float32(0.1), jnp.asarray([0.1, 0.1]), jnp.full((2, 1, 1, 1), 0.1),
+            jnp.full((2, 3, 4, 1), 0.1), 1):
+    m = ops.sigma_map(s, x)
+    assert m.shape == (2, 3, 4, 1) and m.dtype == x.dtype
+  np.testing.assert_array_equal(ops.sigma_map(jnp.asarray([1.0, 2.0]), x)[:, 0, 0, 0], [1, 2])
+  for bad in (jnp.ones((3,)), jnp.ones((2, 3, 4)), jnp.ones((2, 3, 4, 2)), jnp.ones((1, 3, 4, 1))):
+    with pytest.raises(ValueError, match=r"expected a scalar, \(2,\)"):
+      ops.sigma_map(bad, x)
+  with pytest.raises(ValueError, match="real number"):
+    ops.sigma_map(jnp.asarray(True), x)
+
