@@ -1,0 +1,99 @@
+"""The training configuration: every key declared here, with its meaning.
+
+Config files in ``configs/`` start from :func:`base_config` and change values;
+the returned dict is locked, so a misspelt key (in a file or in
+``--config.KEY=VALUE``) is an error rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ARCH_DEFAULTS = {
+    "fdncnn": dict(features=64, depth=20),
+    "drunet": dict(features=(64, 128, 256, 512), blocks=4),
+    "dncnn": dict(features=64, depth=17),
+}
+
+
+def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
+  """Paper-scale defaults (Herbreteau et al.'s protocol) for ``arch``."""
+  if arch not in ARCH_DEFAULTS:
+    raise ValueError(f"unknown arch {arch!r}; expected one of {tuple(ARCH_DEFAULTS)}")
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = arch
+  c.model.mode = "norm_equiv"  # ordinary | scale_equiv | norm_equiv | wrapped
+  c.model.blind = True
+  c.model.channels = 1
+  for key, value in ARCH_DEFAULTS[arch].items():
+    c.model[key] = value
+  c.model.parametrization = "centre"  # centre | roll
+  c.model.dtype = "float32"  # compute dtype; bfloat16 on accelerators
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train = "folder:../shared/data/train/bsd400"
+  c.data.val = "folder:../shared/data/test/set12"
+  c.data.val_max_images = 12  # 0: all
+  c.data.num_workers = 0  # grain worker processes (0: in the main process)
+
+  c.noise = ml_collections.ConfigDict()
+  c.noise.sigma_min = 0.0  # 0-255 scale, drawn uniformly per patch
+  c.noise.sigma_max = 50.0
+  c.noise.val_sigmas = (15.0, 25.0, 50.0)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 900_000
+  c.train.batch_size = 128  # global, over all devices and processes
+  c.train.patch_size = 70
+  c.train.optimizer = "adam"  # adam | adamw
+  c.train.learning_rate = 1e-4
+  c.train.weight_decay = 0.0  # adamw only
+  c.train.schedule = "constant"  # constant | step | cosine
+  c.train.schedule_steps = 100_000  # step: halve the rate every this many steps
+  c.train.warmup_steps = 0
+  c.train.loss = "mse"  # mse | l1
+  c.train.grad_clip = 0.0  # global norm; 0: off
+  c.train.log_every = 50
+  c.train.eval_every = 10_000  # 0: only at the end
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 5_000
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = "auto"  # auto (multi-host env detected) | always | never
+  return c
+
+
+def parse_args(arg: str | None) -> dict:
+  """``"norm_equiv,blind"`` / ``"ordinary,nonblind,color"`` -> model overrides."""
+  out: dict = {}
+  for token in filter(None, (arg or "").split(",")):
+    if token in ("ordinary", "scale_equiv", "norm_equiv", "wrapped"):
+      out["mode"] = token
+    elif token == "blind":
+      out["blind"] = True
+    elif token in ("nonblind", "non_blind"):
+      out["blind"] = False
+    elif token in ("color", "colour"):
+      out["channels"] = 3
+    elif token in ("gray", "grey"):
+      out["channels"] = 1
+    elif token in ("centre", "roll"):
+      out["parametrization"] = token
+    else:
+      raise ValueError(f"unknown config argument {token!r}; expected a mode, blind, nonblind, "
+                       "color, gray, centre or roll")
+  return out
+
+
+def finalize(c: ml_collections.ConfigDict, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Applies ``:ARGS`` overrides and locks the config (unknown keys become errors)."""
+  for key, value in parse_args(arg).items():
+    c.model[key] = value
+  c.lock()
+  return c

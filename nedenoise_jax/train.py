@@ -1,0 +1,416 @@
+"""Training: a pure ``train_step`` and ``train_and_evaluate(config, workdir)``.
+
+Data parallelism is ``jax.jit`` over a ``("data",)`` mesh of every device of
+every process: parameters and optimizer state replicated, the batch sharded
+along its first axis, the state donated. Gaussian noise is drawn inside the
+step from ``fold_in(key, step)``, so a step is a pure function of
+``(state, clean batch)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from nedenoise_jax import data, metrics, models
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (non-finite loss, wrong workdir, ...)."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  key: jax.Array  # raw uint32 key data, for checkpoints
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+  m = config.model
+  kwargs = {k: (tuple(m[k]) if k == "features" and m.arch == "drunet" else m[k])
+            for k in models.ARCH_KWARGS[m.arch]}
+  return models.create(m.arch, mode=m.mode, blind=m.blind, channels=m.channels,
+                       parametrization=m.parametrization, dtype=jnp.dtype(m.dtype), **kwargs)
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  t = config.train
+  if t.schedule == "constant":
+    lr = optax.constant_schedule(t.learning_rate)
+  elif t.schedule == "step":
+    lr = optax.exponential_decay(t.learning_rate, t.schedule_steps, 0.5, staircase=True)
+  elif t.schedule == "cosine":
+    lr = optax.cosine_decay_schedule(t.learning_rate, max(1, t.steps - t.warmup_steps))
+  else:
+    raise ValueError(f"config.train.schedule={t.schedule!r}; expected constant, step or cosine")
+  if t.warmup_steps:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps), lr],
+                              [t.warmup_steps])
+  if t.optimizer == "adam":
+    opt = optax.adam(lr)
+  elif t.optimizer == "adamw":
+    opt = optax.adamw(lr, weight_decay=t.weight_decay)
+  else:
+    raise ValueError(f"config.train.optimizer={t.optimizer!r}; expected adam or adamw")
+  if t.grad_clip:
+    opt = optax.chain(optax.clip_by_global_norm(t.grad_clip), opt)
+  return opt
+
+
+def configure_cpu_devices(requested: int, batch_size: int) -> None:
+  """Splits the CPU into several JAX devices, before any computation.
+
+  XLA's CPU convolutions use the cores of one device poorly; one device per
+  core, each with its shard of the batch, is faster (about 1.3x for the
+  quickstart on 2 cores). Only the CPU platform is affected.
+  """
+  if requested == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return
+  n = requested if requested > 0 else max(
+      d for d in range(1, (os.cpu_count() or 1) + 1) if batch_size % d == 0)
+  jax.config.update("jax_num_cpu_devices", n)
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D ``("data",)`` mesh over all devices of all processes."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  return Mesh(devices.reshape(-1), ("data",))
+
+
+def check_batch(global_batch: int, mesh: Mesh) -> None:
+  n_dev, n_proc = mesh.devices.size, jax.process_count()
+  if global_batch % n_dev:
+    raise ValueError(f"config.train.batch_size={global_batch} is not divisible by the {n_dev} "
+                     f"devices ({n_proc} process(es)); use a multiple of {n_dev}, e.g. "
+                     f"{max(n_dev, global_batch // n_dev * n_dev)}")
+
+
+def init_state(module: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
+               config: ml_collections.ConfigDict) -> TrainState:
+  c = config.model.channels
+  x = jnp.zeros((1, config.train.patch_size, config.train.patch_size, c), jnp.float32)
+  sigma = None if config.model.blind else jnp.zeros((1,), jnp.float32)
+  init_key, noise_key = jax.random.split(key)
+  variables = module.init(init_key, x, sigma)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    key=jax.random.key_data(noise_key))
+
+
+def train_step(state: TrainState, batch: dict, *, module: nn.Module,
+               tx: optax.GradientTransformation, loss: str, blind: bool):
+  """One optimization step. ``batch``: ``{"clean": (B, P, P, C), "sigma": (B,)}``.
+
+  Returns ``(new_state, metrics)``. If the loss or a gradient is not finite,
+  the state is returned unchanged and ``metrics["finite"]`` is False.
+  """
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+  clean, sigma = batch["clean"], batch["sigma"]
+  noisy = clean + sigma[:, None, None, None] * jax.random.normal(key, clean.shape, clean.dtype)
+  sig = None if blind else sigma
+  has_bn = bool(state.batch_stats)
+
+  def loss_fn(params):
+    variables = {"params": params}
+    if has_bn:
+      variables["batch_stats"] = state.batch_stats
+      out, new = module.apply(variables, noisy, sig, train=True, mutable=["batch_stats"])
+      new_bs = new["batch_stats"]
+    else:
+      out, new_bs = module.apply(variables, noisy, sig), state.batch_stats
+    err = out - clean
+    value = jnp.mean(jnp.square(err)) if loss == "mse" else jnp.mean(jnp.abs(err))
+    return value, new_bs
+
+  (value, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
+  new = TrainState(step=state.step + 1, params=params, batch_stats=new_bs, opt_state=opt_state,
+                   key=state.key)
+  keep = lambda n, o: jnp.where(finite, n, o)  # noqa: E731
+  new = jax.tree_util.tree_map(keep, new, state)
+  return new, {"loss": value, "grad_norm": grad_norm, "finite": finite}
+
+
+def denoise_fn(module: nn.Module, blind: bool):
+  """``fn(variables, noisy, sigma) -> denoised`` (jitted; sigma ignored when blind)."""
+
+  @jax.jit
+  def fn(variables, noisy, sigma):
+    return module.apply(variables, noisy, None if blind else sigma)
+
+  return fn
+
+
+def evaluate(module: nn.Module, variables, images, sigmas_255, *, blind: bool, seed: int = 0):
+  """Mean PSNR/SSIM over ``images`` at each sigma (0-255 scale), fixed noise per image.
+
+  Returns ``{sigma: {"psnr": mean, "ssim": mean, "psnr_noisy": mean}}``.
+  """
+  fn = denoise_fn(module, blind)
+  out = {}
+  for s in sigmas_255:
+    ps, ss, pn = [], [], []
+    for i, img in enumerate(images):
+      rng = np.random.default_rng([seed, int(round(s * 100)), i])
+      clean = img[None].astype(np.float32)
+      noisy = clean + np.float32(s / 255.0) * rng.standard_normal(clean.shape, np.float32)
+      den = fn(variables, jnp.asarray(noisy), jnp.float32(s / 255.0))
+      ps.append(float(metrics.psnr(den, clean)[0]))
+      ss.append(float(metrics.ssim(den, clean)[0]))
+      pn.append(float(metrics.psnr(jnp.asarray(noisy), clean)[0]))
+    out[float(s)] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
+                     "psnr_noisy": float(np.mean(pn))}
+  return out
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _manager(workdir: str, config: ml_collections.ConfigDict):
+  import orbax.checkpoint as ocp
+
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.keep, create=True,
+                                         enable_async_checkpointing=config.checkpoint.async_save)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+
+
+def _save(mngr, step: int, state: TrainState, meta: dict) -> None:
+  import orbax.checkpoint as ocp
+
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          meta=ocp.args.JsonSave(meta)), force=True)
+
+
+def restore_meta(mngr, step: int) -> dict:
+  import orbax.checkpoint as ocp
+
+  return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def restore_state(mngr, step: int, abstract_state: TrainState) -> TrainState:
+  import orbax.checkpoint as ocp
+
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state)))
+  return restored["state"]
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """Starts ``jax.distributed`` when asked, or when a multi-process launch is detected."""
+  mode = config.distributed.initialize
+  if mode == "never":
+    return
+  env = os.environ
+  launched = any(k in env for k in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")) or (
+      int(env.get("SLURM_NTASKS", "1")) > 1) or ("TPU_WORKER_HOSTNAMES" in env and "," in
+                                                env.get("TPU_WORKER_HOSTNAMES", ""))
+  if mode == "always" or (mode == "auto" and launched):
+    if not jax.distributed.is_initialized():
+      kwargs = {}
+      if "JAX_COORDINATOR_ADDRESS" in env:
+        kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                      num_processes=int(env["JAX_NUM_PROCESSES"]),
+                      process_id=int(env["JAX_PROCESS_ID"]))
+      jax.distributed.initialize(**kwargs)
+
+
+def _model_meta(module: nn.Module, config: ml_collections.ConfigDict) -> dict:
+  return {"model": models.describe(module), "config": json.loads(config.to_json())}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       progress: bool = True, stop_after: Optional[int] = None,
+                       devices=None) -> dict:
+  """Trains (or resumes) the model of ``config`` in ``workdir``; returns the final summary.
+
+  ``stop_after``: stop (with a checkpoint) after this many steps of this call,
+  for tests and time-sliced runs; the schedule still follows ``train.steps``.
+  ``devices``: the devices of the mesh (default: all devices of all processes).
+  """
+  maybe_initialize_distributed(config)
+  workdir = os.path.abspath(workdir)
+  is_main = jax.process_index() == 0
+  module = create_model(config)
+  tx = create_optimizer(config)
+  mesh = make_mesh(devices)
+  check_batch(config.train.batch_size, mesh)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+  meta = _model_meta(module, config)
+
+  mngr = _manager(workdir, config)
+  latest = mngr.latest_step()
+  if latest is not None:
+    saved = restore_meta(mngr, latest)
+    if saved.get("model") != meta["model"]:
+      raise TrainingError(
+          f"{workdir} holds a checkpoint (step {latest}) of another model:\n  saved:  "
+          f"{json.dumps(saved.get('model'))}\n  config: {json.dumps(meta['model'])}\n"
+          "Use a new --workdir; nothing was overwritten.")
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json(indent=2))
+
+  key = jax.random.key(config.seed)
+  init = jax.jit(functools.partial(init_state, module, tx, config=config),
+                 out_shardings=replicated)
+  if latest is None:
+    state = init(key)
+    start = 0
+  else:
+    abstract = jax.eval_shape(init, key)
+    abstract = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+    state = restore_state(mngr, latest, abstract)
+    start = int(latest)
+
+  step_fn = jax.jit(
+      functools.partial(train_step, module=module, tx=tx, loss=config.train.loss,
+                        blind=config.model.blind),
+      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
+      donate_argnums=0)
+
+  images, _ = data.load_images(config.data.train, config.model.channels,
+                               min_size=config.train.patch_size)
+  total = config.train.steps
+  end = total if stop_after is None else min(total, start + stop_after)
+  batches = data.train_batches(
+      images, patch_size=config.train.patch_size, sigma_min=config.noise.sigma_min / 255.0,
+      sigma_max=config.noise.sigma_max / 255.0, seed=config.seed,
+      global_batch=config.train.batch_size, start_step=start, end_step=end,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.data.num_workers)
+
+  writer = metrics.MetricWriter(workdir, enabled=is_main)
+  stop = {"signal": None}
+  old_handler = signal.getsignal(signal.SIGTERM)
+
+  def on_sigterm(signum, frame):  # preemption: finish the step, save, exit
+    stop["signal"] = signum
+
+  try:
+    signal.signal(signal.SIGTERM, on_sigterm)
+  except ValueError:  # not in the main thread
+    old_handler = None
+
+  bar = None
+  if progress and is_main:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+  last_good = start
+  t0, steps_timed = time.time(), 0
+  summary: dict = {"workdir": workdir}
+  try:
+    step = start
+    pending = []
+    for local in batches:
+      batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+               for k, v in local.items()}
+      state, m = step_fn(state, batch)
+      step += 1
+      steps_timed += 1
+      pending.append(m)
+      boundary = (step % config.train.log_every == 0 or step == end
+                  or step % config.checkpoint.every_steps == 0 or stop["signal"] is not None)
+      if boundary:
+        host = jax.device_get(pending)
+        pending = []
+        bad = [i for i, r in enumerate(host) if not bool(r["finite"])]
+        if bad:
+          first_bad = step - len(host) + bad[0] + 1
+          raise TrainingError(
+              f"non-finite loss or gradient at step {first_bad} (loss {float(host[bad[0]]['loss'])}); "
+              f"training stopped. The last good checkpoint is step {last_good} in {workdir}. "
+              "Lower train.learning_rate or set train.grad_clip.")
+        loss = float(np.mean([float(r["loss"]) for r in host]))
+        rate = steps_timed / max(1e-9, time.time() - t0)
+        writer.write(step, {"train/loss": loss, "train/grad_norm": float(host[-1]["grad_norm"]),
+                            "train/steps_per_s": rate})
+        if bar is not None:
+          bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
+          bar.update(step - bar.n)
+      if step % config.checkpoint.every_steps == 0 or step == end or stop["signal"] is not None:
+        _save(mngr, step, state, meta)
+        last_good = step
+      if config.train.eval_every and step % config.train.eval_every == 0 and step != end:
+        _validate(module, state, config, writer, step)
+      if stop["signal"] is not None:
+        mngr.wait_until_finished()
+        print(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved in {workdir}",
+              file=sys.stderr)
+        summary["stopped_at"] = step
+        return summary
+    if step == total:
+      summary["val"] = _validate(module, state, config, writer, step)
+    summary["step"] = step
+  finally:
+    mngr.wait_until_finished()
+    writer.close()
+    if bar is not None:
+      bar.close()
+    if old_handler is not None:
+      signal.signal(signal.SIGTERM, old_handler)
+  summary["checkpoint"] = os.path.join(workdir, "checkpoints", str(summary["step"]))
+  return summary
+
+
+def _validate(module, state, config, writer, step) -> dict:
+  if not config.data.val:
+    return {}
+  images, _ = data.load_images(config.data.val, config.model.channels)
+  if config.data.val_max_images:
+    images = images[:config.data.val_max_images]
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  res = evaluate(module, variables, images, config.noise.val_sigmas, blind=config.model.blind,
+                 seed=config.seed)
+  scalars = {}
+  for s, r in res.items():
+    scalars[f"val/psnr_sigma{s:g}"] = r["psnr"]
+    scalars[f"val/ssim_sigma{s:g}"] = r["ssim"]
+  writer.write(step, scalars)
+  return res
+
+
+def print_summary(summary: dict) -> None:
+  """Where the checkpoint, metrics and validation results are."""
+  if jax.process_index() != 0:
+    return
+  wd = summary["workdir"]
+  lines = [f"workdir:    {wd}"]
+  if "checkpoint" in summary:
+    lines.append(f"checkpoint: {summary['checkpoint']}")
+  lines.append(f"metrics:    {os.path.join(wd, 'metrics.jsonl')} (TensorBoard: {os.path.join(wd, 'tensorboard')})")
+  for s, r in summary.get("val", {}).items():
+    lines.append(f"sigma={s:g}: PSNR {r['psnr']:.2f} dB (noisy {r['psnr_noisy']:.2f} dB, "
+                 f"+{r['psnr'] - r['psnr_noisy']:.2f} dB), SSIM {r['ssim']:.4f}")
+  print("\n".join(lines))

@@ -1,0 +1,193 @@
+"""Training: exact resume (also after SIGKILL), 1 vs 8 devices, bad input, the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from nedenoise_jax import config as config_lib
+from nedenoise_jax import data, metrics, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  c = config_lib.base_config("fdncnn")
+  c.model.features = 4
+  c.model.depth = 3
+  c.data.train = "builtin:deadleaves:4"
+  c.data.val = ""
+  c.train.steps = 10
+  c.train.batch_size = 8
+  c.train.patch_size = 16
+  c.train.learning_rate = 1e-3
+  c.train.log_every = 1
+  c.train.eval_every = 0
+  c.checkpoint.every_steps = 5
+  c.checkpoint.async_save = False
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    c[section][name] = value
+  c.lock()
+  return c
+
+
+def _params(workdir, config):
+  mngr = train._manager(workdir, config)
+  module = train.create_model(config)
+  tx = train.create_optimizer(config)
+  abstract = jax.eval_shape(lambda: train.init_state(module, tx, jax.random.key(0), config))
+  return train.restore_state(mngr, mngr.latest_step(), abstract)
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
+
+
+def test_resume_in_process_is_exact(tmp_path):
+  cfg = tiny_config()
+  train.train_and_evaluate(cfg, str(tmp_path / "a"), progress=False)
+  train.train_and_evaluate(cfg, str(tmp_path / "b"), progress=False, stop_after=5)
+  assert train._manager(str(tmp_path / "b"), cfg).latest_step() == 5
+  train.train_and_evaluate(cfg, str(tmp_path / "b"), progress=False)
+  for x, y in zip(_leaves(_params(str(tmp_path / "a"), cfg)), _leaves(_params(str(tmp_path / "b"), cfg))):
+    np.testing.assert_array_equal(x, y)
+  # The loss curve continues where it stopped.
+  la = [r["train/loss"] for r in metrics.read_metrics(str(tmp_path / "a"))]
+  lb = [r["train/loss"] for r in metrics.read_metrics(str(tmp_path / "b"))]
+  assert la == lb and len(la) == 10
+
+
+def test_one_device_equals_eight(tmp_path):
+  assert jax.device_count() == 8
+  cfg = tiny_config(**{"train.steps": 20, "train.batch_size": 16, "model.mode": "norm_equiv"})
+  train.train_and_evaluate(cfg, str(tmp_path / "one"), progress=False, devices=jax.devices()[:1])
+  train.train_and_evaluate(cfg, str(tmp_path / "eight"), progress=False)
+  l1 = np.array([r["train/loss"] for r in metrics.read_metrics(str(tmp_path / "one"))])
+  l8 = np.array([r["train/loss"] for r in metrics.read_metrics(str(tmp_path / "eight"))])
+  assert len(l1) == 20
+  np.testing.assert_allclose(l8, l1, rtol=1e-5)
+  for x, y in zip(_leaves(_params(str(tmp_path / "one"), cfg)),
+                  _leaves(_params(str(tmp_path / "eight"), cfg))):
+    np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-7)
+
+
+def _cli(workdir, *extra, steps=40):
+  return [sys.executable, os.path.join(ROOT, "train.py"), "--config",
+          os.path.join(ROOT, "configs", "quickstart.py"), "--workdir", str(workdir),
+          "--config.model.features=4", "--config.model.depth=3", "--config.train.batch_size=4",
+          "--config.train.patch_size=16", "--config.data.train=builtin:deadleaves:4",
+          "--config.data.val=", "--config.train.schedule=constant", "--config.train.log_every=1",
+          f"--config.train.steps={steps}", "--config.checkpoint.every_steps=5",
+          "--cpu_devices=2", *extra]
+
+
+def _env():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
+      "--xla_force_host_platform_device_count=8", "")
+  return env
+
+
+def test_cli_resume_after_sigkill(tmp_path):
+  ref, killed = tmp_path / "ref", tmp_path / "killed"
+  subprocess.run(_cli(ref), check=True, env=_env(), capture_output=True)
+  proc = subprocess.Popen(_cli(killed), env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  ckpts = killed / "checkpoints"
+  while time.time() < deadline and proc.poll() is None:
+    if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+  assert done and done[-1] < 40, f"the kill should land mid-run, checkpoints: {done}"
+  subprocess.run(_cli(killed), check=True, env=_env(), capture_output=True)
+  saved = json.loads((ref / "config.json").read_text())
+  assert saved["train"]["steps"] == 40 and saved["model"]["depth"] == 3  # resolved config kept
+  c = tiny_config(**{"train.steps": 40, "train.batch_size": 4})
+  for x, y in zip(_leaves(_params(str(ref), c)), _leaves(_params(str(killed), c))):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_cli_rejects_unknown_key_and_other_model(tmp_path):
+  r = subprocess.run(_cli(tmp_path / "w", "--config.train.bogus=1", steps=2), env=_env(),
+                     capture_output=True, text=True)
+  assert r.returncode != 0 and "bogus" in r.stderr
+  subprocess.run(_cli(tmp_path / "w", steps=2), check=True, env=_env(), capture_output=True)
+  r = subprocess.run(_cli(tmp_path / "w", "--config.model.mode=ordinary", steps=4), env=_env(),
+                     capture_output=True, text=True)
+  assert r.returncode != 0 and "holds a checkpoint (step 2) of another model" in r.stderr
+  assert sorted(p.name for p in (tmp_path / "w" / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+
+
+def test_batch_must_divide_devices(tmp_path):
+  with pytest.raises(ValueError, match=r"batch_size=12 is not divisible by the 8 devices.*multiple of 8"):
+    train.train_and_evaluate(tiny_config(**{"train.batch_size": 12}), str(tmp_path), progress=False)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
+  cfg = tiny_config(**{"train.learning_rate": 1e30, "train.steps": 20, "checkpoint.every_steps": 1,
+                       "model.mode": "ordinary"})
+  with pytest.raises(train.TrainingError, match="non-finite loss or gradient at step"):
+    train.train_and_evaluate(cfg, str(tmp_path), progress=False)
+  state = _params(str(tmp_path), cfg)
+  assert all(np.all(np.isfinite(x)) for x in _leaves(state))
+
+
+def _write(path, arr):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(arr).save(path)
+
+
+def test_folder_source_bad_input(tmp_path):
+  with pytest.raises(data.DataError, match="does not exist"):
+    data.load_images(f"folder:{tmp_path / 'nope'}", 1)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(data.DataError, match="holds no image files"):
+    data.load_images(f"folder:{tmp_path / 'empty'}", 1)
+  rng = np.random.default_rng(0)
+  _write(tmp_path / "d" / "a.png", rng.integers(0, 255, (20, 24), np.uint8))
+  _write(tmp_path / "d" / "sub" / "b.png", rng.integers(0, 65535, (20, 24), np.uint16))
+  _write(tmp_path / "d" / "c.jpg", rng.integers(0, 255, (20, 24, 3), np.uint8))
+  _write(tmp_path / "d" / "small.png", rng.integers(0, 255, (8, 8), np.uint8))
+  (tmp_path / "d" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+  with pytest.warns(UserWarning) as record:
+    images, names = data.load_images(f"folder:{tmp_path / 'd'}", 1, min_size=16)
+  text = " ".join(str(w.message) for w in record)
+  assert "skipped 1 unreadable image file(s)" in text and "broken.png" in text
+  assert "smaller than the 16x16 patch" in text and "small.png" in text
+  assert "converted 1 image(s)" in text
+  assert names == ["a.png", "c.jpg", "sub/b.png"]
+  assert all(i.shape == (20, 24, 1) and i.dtype == np.float32 for i in images)
+  assert all(0 <= i.min() and i.max() <= 1 for i in images)
+  (tmp_path / "bad").mkdir()
+  (tmp_path / "bad" / "x.png").write_bytes(b"junk")
+  with pytest.warns(UserWarning), pytest.raises(data.DataError, match="no usable images left"):
+    data.load_images(f"folder:{tmp_path / 'bad'}", 1)
+  with pytest.raises(data.DataError, match="must be 'folder:PATH'"):
+    data.load_images("bsd400", 1)
+
+
+def test_batches_do_not_depend_on_process_split():
+  images, _ = data.load_images("builtin:deadleaves:3", 1)
+  kw = dict(patch_size=16, sigma_min=0.0, sigma_max=0.2, seed=1, global_batch=8, start_step=3,
+            end_step=5)
+  whole = list(data.train_batches(images, **kw))
+  halves = [list(data.train_batches(images, process_index=p, process_count=2, **kw)) for p in (0, 1)]
+  for step in range(2):
+    for key in ("clean", "sigma"):
+      np.testing.assert_array_equal(
+          whole[step][key], np.concatenate([halves[0][step][key], halves[1][step][key]]))
+  # Resuming at step 4 gives what step 4 gave.
+  again = list(data.train_batches(images, **{**kw, "start_step": 4}))
+  np.testing.assert_array_equal(again[0]["clean"], whole[1]["clean"])
