@@ -58,7 +58,25 @@ def _with_map(x: jax.Array, noise_map: Optional[jax.Array]) -> jax.Array:
   return x if noise_map is None else jnp.concatenate([x, noise_map.astype(x.dtype)], axis=-1)
 
 
-class FDnCNN(nn.Module):
+class Denoiser(nn.Module):
+  """Fields every architecture shares; subclasses add their size fields and ``arch``."""
+
+  channels: int = 1
+  blind: bool = True
+  mode: str = "norm_equiv"
+  parametrization: ops.Parametrization = "centre"
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  def _start(self, x: jax.Array, sigma):
+    """``(mode spec, noise map or None, layer kwargs)`` after validating the inputs."""
+    noise_map = _prepare(x, sigma, channels=self.channels, blind=self.blind,
+                         name=type(self).__name__)
+    kw = dict(parametrization=self.parametrization, dtype=self.dtype, param_dtype=self.param_dtype)
+    return mode_spec(self.mode), noise_map, kw
+
+
+class FDnCNN(Denoiser):
   """Flexible DnCNN: ``depth`` 3x3 convolutions of ``features`` channels.
 
   Predicts the clean image directly (no residual learning); the last
@@ -69,18 +87,10 @@ class FDnCNN(nn.Module):
   arch: ClassVar[str] = "fdncnn"
   features: int = 64
   depth: int = 20
-  channels: int = 1
-  blind: bool = True
-  mode: str = "norm_equiv"
-  parametrization: ops.Parametrization = "centre"
-  dtype: Optional[Dtype] = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
-    spec = mode_spec(self.mode)
-    noise_map = _prepare(x, sigma, channels=self.channels, blind=self.blind, name="FDnCNN")
-    kw = dict(parametrization=self.parametrization, dtype=self.dtype, param_dtype=self.param_dtype)
+    spec, noise_map, kw = self._start(x, sigma)
     h = _with_map(x, noise_map)
     for i in range(self.depth - 1):
       h = conv(spec, self.features, free_channels=0 if (i or self.blind) else 1,
@@ -90,7 +100,7 @@ class FDnCNN(nn.Module):
     return h.astype(x.dtype)
 
 
-class DRUNet(nn.Module):
+class DRUNet(Denoiser):
   """U-Net with residual blocks (Zhang et al. 2021), ``len(features)`` levels.
 
   Each image is padded at the bottom/right to a multiple of
@@ -100,18 +110,10 @@ class DRUNet(nn.Module):
   arch: ClassVar[str] = "drunet"
   features: Sequence[int] = (64, 128, 256, 512)
   blocks: int = 4
-  channels: int = 1
-  blind: bool = True
-  mode: str = "norm_equiv"
-  parametrization: ops.Parametrization = "centre"
-  dtype: Optional[Dtype] = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
-    spec = mode_spec(self.mode)
-    noise_map = _prepare(x, sigma, channels=self.channels, blind=self.blind, name="DRUNet")
-    kw = dict(parametrization=self.parametrization, dtype=self.dtype, param_dtype=self.param_dtype)
+    spec, noise_map, kw = self._start(x, sigma)
     feats = tuple(self.features)
     levels = len(feats) - 1
     xp, (h, w) = ops.pad_to_multiple(x, 2 ** levels)
@@ -137,7 +139,7 @@ class DRUNet(nn.Module):
     return y[:, :h, :w, :].astype(x.dtype)
 
 
-class DnCNN(nn.Module):
+class DnCNN(Denoiser):
   """DnCNN (Zhang et al. 2017): output = input - predicted noise.
 
   * ``ordinary``: conv+ReLU, ``depth - 2`` x (conv, BatchNorm, ReLU), conv.
@@ -157,18 +159,10 @@ class DnCNN(nn.Module):
   arch: ClassVar[str] = "dncnn"
   features: int = 64
   depth: int = 17
-  channels: int = 1
-  blind: bool = True
-  mode: str = "norm_equiv"
-  parametrization: ops.Parametrization = "centre"
-  dtype: Optional[Dtype] = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
-    spec = mode_spec(self.mode)
-    noise_map = _prepare(x, sigma, channels=self.channels, blind=self.blind, name="DnCNN")
-    kw = dict(parametrization=self.parametrization, dtype=self.dtype, param_dtype=self.param_dtype)
+    spec, noise_map, kw = self._start(x, sigma)
     h = conv(spec, self.features, free_channels=0 if self.blind else 1, name="conv_0", **kw)(
         _with_map(x, noise_map))
     h = activation(spec, h)

@@ -155,12 +155,16 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module,
   return new, {"loss": value, "grad_norm": grad_norm, "finite": finite}
 
 
-def denoise_fn(module: nn.Module, blind: bool):
-  """``fn(variables, noisy, sigma) -> denoised`` (jitted; sigma ignored when blind)."""
+def scored_denoise_fn(module: nn.Module, blind: bool):
+  """Jitted ``fn(variables, noisy, clean, sigma) -> (psnr, ssim, psnr of noisy)``, each ``(N,)``.
+
+  ``sigma`` is ignored when ``blind``.
+  """
 
   @jax.jit
-  def fn(variables, noisy, sigma):
-    return module.apply(variables, noisy, None if blind else sigma)
+  def fn(variables, noisy, clean, sigma):
+    den = module.apply(variables, noisy, None if blind else sigma)
+    return metrics.psnr(den, clean), metrics.ssim(den, clean), metrics.psnr(noisy, clean)
 
   return fn
 
@@ -170,7 +174,7 @@ def evaluate(module: nn.Module, variables, images, sigmas_255, *, blind: bool, s
 
   Returns ``{sigma: {"psnr": mean, "ssim": mean, "psnr_noisy": mean}}``.
   """
-  fn = denoise_fn(module, blind)
+  fn = scored_denoise_fn(module, blind)
   out = {}
   for s in sigmas_255:
     ps, ss, pn = [], [], []
@@ -178,10 +182,10 @@ def evaluate(module: nn.Module, variables, images, sigmas_255, *, blind: bool, s
       rng = np.random.default_rng([seed, int(round(s * 100)), i])
       clean = img[None].astype(np.float32)
       noisy = clean + np.float32(s / 255.0) * rng.standard_normal(clean.shape, np.float32)
-      den = fn(variables, jnp.asarray(noisy), jnp.float32(s / 255.0))
-      ps.append(float(metrics.psnr(den, clean)[0]))
-      ss.append(float(metrics.ssim(den, clean)[0]))
-      pn.append(float(metrics.psnr(jnp.asarray(noisy), clean)[0]))
+      p, q, n = jax.device_get(fn(variables, noisy, clean, jnp.float32(s / 255.0)))
+      ps.append(float(p[0]))
+      ss.append(float(q[0]))
+      pn.append(float(n[0]))
     out[float(s)] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
                      "psnr_noisy": float(np.mean(pn))}
   return out

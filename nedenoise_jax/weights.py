@@ -117,6 +117,13 @@ def read_weights(path: str | os.PathLike) -> tuple[dict, dict]:
   return header, payload["variables"]
 
 
+def _check_expect(desc: Mapping, expect: Optional[Mapping[str, Any]], where: str) -> None:
+  diffs = [f"  {k}: file has {desc.get(k)!r}, expected {v!r}" for k, v in (expect or {}).items()
+           if desc.get(k) != (list(v) if isinstance(v, tuple) else v)]
+  if diffs:
+    raise ValueError(f"{where} holds another model:\n" + "\n".join(diffs))
+
+
 def load_weights(path: str | os.PathLike, *, expect: Optional[Mapping[str, Any]] = None):
   """Loads a weights file into ``(module, variables)``.
 
@@ -128,25 +135,65 @@ def load_weights(path: str | os.PathLike, *, expect: Optional[Mapping[str, Any]]
   """
   header, raw = read_weights(path)
   desc = header["model"]
-  if expect:
-    diffs = [f"  {k}: file has {desc.get(k)!r}, expected {v!r}" for k, v in expect.items()
-             if desc.get(k) != (list(v) if isinstance(v, tuple) else v)]
-    if diffs:
-      raise ValueError(f"{os.fspath(path)} holds another model:\n" + "\n".join(diffs))
+  _check_expect(desc, expect, os.fspath(path))
   module = models.from_description(desc)
   variables = merge_strict(module, raw, source=f"weights in {os.fspath(path)}")
   return module, variables
 
 
+def _checkpoint_location(path: str) -> tuple[str, Optional[int]]:
+  """(checkpoints directory, step or None for the latest) for a workdir or a step folder."""
+  if os.path.isdir(os.path.join(path, "state")) and os.path.isdir(os.path.join(path, "meta")):
+    parent, name = os.path.split(os.path.normpath(path))
+    if name.isdigit():
+      return parent, int(name)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    return os.path.join(path, "checkpoints"), None
+  return path, None
+
+
+def load_checkpoint(path: str | os.PathLike, *, expect: Optional[Mapping[str, Any]] = None):
+  """``(module, variables)`` from a training workdir (latest step) or one step folder."""
+  import orbax.checkpoint as ocp
+
+  directory, step = _checkpoint_location(os.path.abspath(os.fspath(path)))
+  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise ValueError(f"{os.fspath(path)} holds no training checkpoint (looked in {directory})")
+  meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  desc = meta["model"]
+  _check_expect(desc, expect, f"{directory} step {step}")
+  module = models.from_description(desc)
+  # The saved state's structure follows its config (optimizer state included);
+  # restore it onto this process's first device, whatever mesh wrote it.
+  from nedenoise_jax import train  # local: training pulls in optax and orbax
+  import ml_collections
+
+  config = ml_collections.ConfigDict(meta["config"])
+  tx = train.create_optimizer(config)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.eval_shape(lambda: train.init_state(module, tx, jax.random.key(0), config))
+  abstract = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+  state = train.restore_state(mngr, step, abstract)
+  raw = {"params": state.params}
+  if state.batch_stats:
+    raw["batch_stats"] = state.batch_stats
+  return module, merge_strict(module, raw, source=f"checkpoint {directory} step {step}")
+
+
 def load(path: str | os.PathLike, **kwargs):
   """Loads a denoiser: ``module, variables = load(path)``.
 
-  ``path`` is an exported weights file (see :func:`save_weights`).
+  ``path``: an exported weights file (see :func:`save_weights`), a training
+  workdir (its latest checkpoint) or one checkpoint step folder
+  (``WORKDIR/checkpoints/STEP``). ``expect``: optional :func:`models.create`
+  arguments the model must match.
   """
   p = os.fspath(path)
-  if os.path.isdir(p):
-    raise ValueError(f"{p} is a directory; load() reads exported weights files "
-                     "(training checkpoints are not supported by this version)")
   if not os.path.exists(p):
-    raise FileNotFoundError(f"no weights file at {p}")
+    raise FileNotFoundError(f"no weights file or training workdir at {p}")
+  if os.path.isdir(p):
+    return load_checkpoint(p, **kwargs)
   return load_weights(p, **kwargs)

@@ -65,6 +65,21 @@ def test_resume_in_process_is_exact(tmp_path):
   assert la == lb and len(la) == 10
 
 
+def test_load_workdir_and_step_folder(tmp_path):
+  import nedenoise_jax
+
+  cfg = tiny_config(**{"model.mode": "wrapped"})
+  train.train_and_evaluate(cfg, str(tmp_path), progress=False)
+  module, variables = nedenoise_jax.load(tmp_path)
+  assert module == train.create_model(cfg)
+  for x, y in zip(jax.tree_util.tree_leaves(variables["params"]), _leaves(_params(str(tmp_path), cfg))):
+    np.testing.assert_array_equal(x, y)
+  module5, _ = nedenoise_jax.load(tmp_path / "checkpoints" / "5", expect={"mode": "wrapped"})
+  assert module5 == module
+  with pytest.raises(ValueError, match="mode: file has 'wrapped', expected 'norm_equiv'"):
+    nedenoise_jax.load(tmp_path, expect={"mode": "norm_equiv"})
+
+
 def test_one_device_equals_eight(tmp_path):
   assert jax.device_count() == 8
   cfg = tiny_config(**{"train.steps": 20, "train.batch_size": 16, "model.mode": "norm_equiv"})

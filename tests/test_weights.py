@@ -68,7 +68,7 @@ def test_expect_and_bad_files(tmp_path, random_variables):
   bad.write_bytes(b"\x00garbage")
   with pytest.raises(ValueError, match="bad.msgpack is not a nedenoise-jax weights file"):
     nedenoise_jax.load(bad)
-  with pytest.raises(FileNotFoundError, match="no weights file"):
+  with pytest.raises(FileNotFoundError, match="no weights file or training workdir"):
     nedenoise_jax.load(tmp_path / "missing.msgpack")
-  with pytest.raises(ValueError, match="is a directory"):
+  with pytest.raises(ValueError, match="holds no training checkpoint"):
     nedenoise_jax.load(tmp_path)
