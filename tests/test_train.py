@@ -134,6 +134,20 @@ def test_cli_resume_after_sigkill(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+def test_cli_sigterm_saves_and_exits(tmp_path):
+  proc = subprocess.Popen(_cli(tmp_path, steps=100000), env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  ckpts = tmp_path / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and not (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  stopped = int(err.split("stopped by signal 15 at step ")[1].split(";")[0])
+  assert stopped < 100000 and stopped in [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
+
+
 def test_cli_rejects_unknown_key_and_other_model(tmp_path):
   r = subprocess.run(_cli(tmp_path / "w", "--config.train.bogus=1", steps=2), env=_env(),
                      capture_output=True, text=True)
