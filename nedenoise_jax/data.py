@@ -56,10 +56,8 @@ def read_image(path: str) -> np.ndarray:
     elif mode == "F":
       arr = np.asarray(im, dtype=np.float32)
     else:
-      if mode not in ("L", "RGB"):
-        im = im.convert("RGBA" if "A" in mode or mode == "P" and "transparency" in im.info else "RGB")
-        if im.mode == "RGBA":
-          im = im.convert("RGB")
+      if mode not in ("L", "RGB"):  # palette, bilevel, CMYK, with alpha...: alpha is dropped
+        im = im.convert("L" if mode in ("1", "LA", "La") else "RGB")
       arr = np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
   if arr.ndim == 2:
     arr = arr[:, :, None]

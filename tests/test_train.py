@@ -220,3 +220,15 @@ def test_batches_do_not_depend_on_process_split():
   # Resuming at step 4 gives what step 4 gave.
   again = list(data.train_batches(images, **{**kw, "start_step": 4}))
   np.testing.assert_array_equal(again[0]["clean"], whole[1]["clean"])
+
+
+def test_read_image_modes(tmp_path):
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 255, (5, 6, 2), np.uint8), "LA").save(tmp_path / "la.png")
+  Image.fromarray(rng.integers(0, 255, (5, 6, 4), np.uint8), "RGBA").save(tmp_path / "rgba.png")
+  Image.fromarray(rng.integers(0, 255, (5, 6), np.uint8)).convert("P").save(tmp_path / "p.png")
+  Image.fromarray(np.full((5, 6), 65535, np.uint16)).save(tmp_path / "w16.png")
+  assert data.read_image(str(tmp_path / "la.png")).shape == (5, 6, 1)
+  assert data.read_image(str(tmp_path / "rgba.png")).shape == (5, 6, 3)
+  assert data.read_image(str(tmp_path / "p.png")).shape == (5, 6, 3)
+  np.testing.assert_array_equal(data.read_image(str(tmp_path / "w16.png")), 1.0)
