@@ -242,6 +242,8 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
         kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
                       num_processes=int(env["JAX_NUM_PROCESSES"]),
                       process_id=int(env["JAX_PROCESS_ID"]))
+      # CPU-only processes need a collectives implementation to talk to each other.
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
       jax.distributed.initialize(**kwargs)
 
 
