@@ -49,3 +49,25 @@ TINY = {
 def tiny_kwargs():
   """Small architecture arguments per arch, for fast tests."""
   return TINY
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_train_command(workdir, *extra, steps=40, batch_size=4, devices=2):
+  """``python train.py`` on a tiny NE FDnCNN and built-in data, for subprocess tests."""
+  import sys
+
+  return [sys.executable, os.path.join(ROOT, "train.py"), "--config",
+          os.path.join(ROOT, "configs", "quickstart.py"), "--workdir", str(workdir),
+          "--config.model.features=4", "--config.model.depth=3",
+          f"--config.train.batch_size={batch_size}", "--config.train.patch_size=16",
+          "--config.data.train=builtin:deadleaves:4", "--config.data.val=",
+          "--config.train.schedule=constant", "--config.train.log_every=1",
+          f"--config.train.steps={steps}", "--config.checkpoint.every_steps=5",
+          f"--cpu_devices={devices}", *extra]
+
+
+@pytest.fixture
+def train_command():
+  return tiny_train_command

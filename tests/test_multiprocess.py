@@ -4,7 +4,6 @@ match one process with 4 devices after 20 steps."""
 import os
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,34 +11,21 @@ import numpy as np
 import nedenoise_jax
 from nedenoise_jax import metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _free_port():
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
 
 
-def _cmd(workdir, devices):
-  return [sys.executable, os.path.join(ROOT, "train.py"), "--config",
-          os.path.join(ROOT, "configs", "quickstart.py"), "--workdir", str(workdir),
-          "--config.model.features=4", "--config.model.depth=3", "--config.train.batch_size=8",
-          "--config.train.patch_size=16", "--config.data.train=builtin:deadleaves:4",
-          "--config.data.val=", "--config.train.schedule=constant", "--config.train.log_every=1",
-          "--config.train.steps=20", "--config.checkpoint.every_steps=10",
-          f"--cpu_devices={devices}"]
-
-
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, train_command):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   port = _free_port()
-  procs = [subprocess.Popen(_cmd(tmp_path / "two", 2), stdout=subprocess.DEVNULL,
+  procs = [subprocess.Popen(train_command(tmp_path / "two", steps=20, batch_size=8, devices=2), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
                             env={**env, "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
                                  "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
            for i in range(2)]
-  subprocess.run(_cmd(tmp_path / "one", 4), check=True, env=env, capture_output=True)
+  subprocess.run(train_command(tmp_path / "one", steps=20, batch_size=8, devices=4), check=True, env=env, capture_output=True)
   for p in procs:
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]

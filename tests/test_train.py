@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -14,9 +13,6 @@ from PIL import Image
 
 from nedenoise_jax import config as config_lib
 from nedenoise_jax import data, metrics, train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def tiny_config(**overrides):
   c = config_lib.base_config("fdncnn")
@@ -94,16 +90,6 @@ def test_one_device_equals_eight(tmp_path):
     np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-7)
 
 
-def _cli(workdir, *extra, steps=40):
-  return [sys.executable, os.path.join(ROOT, "train.py"), "--config",
-          os.path.join(ROOT, "configs", "quickstart.py"), "--workdir", str(workdir),
-          "--config.model.features=4", "--config.model.depth=3", "--config.train.batch_size=4",
-          "--config.train.patch_size=16", "--config.data.train=builtin:deadleaves:4",
-          "--config.data.val=", "--config.train.schedule=constant", "--config.train.log_every=1",
-          f"--config.train.steps={steps}", "--config.checkpoint.every_steps=5",
-          "--cpu_devices=2", *extra]
-
-
 def _env():
   env = dict(os.environ)
   env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
@@ -111,10 +97,10 @@ def _env():
   return env
 
 
-def test_cli_resume_after_sigkill(tmp_path):
+def test_cli_resume_after_sigkill(tmp_path, train_command):
   ref, killed = tmp_path / "ref", tmp_path / "killed"
-  subprocess.run(_cli(ref), check=True, env=_env(), capture_output=True)
-  proc = subprocess.Popen(_cli(killed), env=_env(), stdout=subprocess.DEVNULL,
+  subprocess.run(train_command(ref), check=True, env=_env(), capture_output=True)
+  proc = subprocess.Popen(train_command(killed), env=_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
   ckpts = killed / "checkpoints"
@@ -126,7 +112,7 @@ def test_cli_resume_after_sigkill(tmp_path):
   proc.wait()
   done = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
   assert done and done[-1] < 40, f"the kill should land mid-run, checkpoints: {done}"
-  subprocess.run(_cli(killed), check=True, env=_env(), capture_output=True)
+  subprocess.run(train_command(killed), check=True, env=_env(), capture_output=True)
   saved = json.loads((ref / "config.json").read_text())
   assert saved["train"]["steps"] == 40 and saved["model"]["depth"] == 3  # resolved config kept
   c = tiny_config(**{"train.steps": 40, "train.batch_size": 4})
@@ -134,8 +120,8 @@ def test_cli_resume_after_sigkill(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
-def test_cli_sigterm_saves_and_exits(tmp_path):
-  proc = subprocess.Popen(_cli(tmp_path, steps=100000), env=_env(), stdout=subprocess.DEVNULL,
+def test_cli_sigterm_saves_and_exits(tmp_path, train_command):
+  proc = subprocess.Popen(train_command(tmp_path, steps=100000), env=_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   ckpts = tmp_path / "checkpoints"
   deadline = time.time() + 300
@@ -148,12 +134,12 @@ def test_cli_sigterm_saves_and_exits(tmp_path):
   assert stopped < 100000 and stopped in [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
 
 
-def test_cli_rejects_unknown_key_and_other_model(tmp_path):
-  r = subprocess.run(_cli(tmp_path / "w", "--config.train.bogus=1", steps=2), env=_env(),
+def test_cli_rejects_unknown_key_and_other_model(tmp_path, train_command):
+  r = subprocess.run(train_command(tmp_path / "w", "--config.train.bogus=1", steps=2), env=_env(),
                      capture_output=True, text=True)
   assert r.returncode != 0 and "bogus" in r.stderr
-  subprocess.run(_cli(tmp_path / "w", steps=2), check=True, env=_env(), capture_output=True)
-  r = subprocess.run(_cli(tmp_path / "w", "--config.model.mode=ordinary", steps=4), env=_env(),
+  subprocess.run(train_command(tmp_path / "w", steps=2), check=True, env=_env(), capture_output=True)
+  r = subprocess.run(train_command(tmp_path / "w", "--config.model.mode=ordinary", steps=4), env=_env(),
                      capture_output=True, text=True)
   assert r.returncode != 0 and "holds a checkpoint (step 2) of another model" in r.stderr
   assert sorted(p.name for p in (tmp_path / "w" / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
