@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import ml_collections
 
-ARCH_DEFAULTS = {
-    "fdncnn": dict(features=64, depth=20),
-    "drunet": dict(features=(64, 128, 256, 512), blocks=4),
-    "dncnn": dict(features=64, depth=17),
-}
+from nedenoise_jax import models
 
 
 def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
   """Paper-scale defaults (Herbreteau et al.'s protocol) for ``arch``."""
-  if arch not in ARCH_DEFAULTS:
-    raise ValueError(f"unknown arch {arch!r}; expected one of {tuple(ARCH_DEFAULTS)}")
+  if arch not in models.ARCHS:
+    raise ValueError(f"unknown arch {arch!r}; expected one of {tuple(models.ARCHS)}")
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -28,8 +24,8 @@ def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
   c.model.mode = "norm_equiv"  # ordinary | scale_equiv | norm_equiv | wrapped
   c.model.blind = True
   c.model.channels = 1
-  for key, value in ARCH_DEFAULTS[arch].items():
-    c.model[key] = value
+  for key in models.ARCH_KWARGS[arch]:  # the full-size defaults of the model class
+    c.model[key] = getattr(models.ARCHS[arch], key)
   c.model.parametrization = "centre"  # centre | roll
   c.model.dtype = "float32"  # compute dtype; bfloat16 on accelerators
 
@@ -73,7 +69,7 @@ def parse_args(arg: str | None) -> dict:
   """``"norm_equiv,blind"`` / ``"ordinary,nonblind,color"`` -> model overrides."""
   out: dict = {}
   for token in filter(None, (arg or "").split(",")):
-    if token in ("ordinary", "scale_equiv", "norm_equiv", "wrapped"):
+    if token in models.MODES:
       out["mode"] = token
     elif token == "blind":
       out["blind"] = True

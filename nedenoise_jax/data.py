@@ -129,8 +129,9 @@ def dead_leaves(size: int, rng: np.random.Generator, channels: int = 1, *, r_min
 
   Disks fall on top of each other; radii follow a power law ``r^-alpha``
   between ``r_min`` pixels and ``r_max * size`` (scale invariance, as in
-  natural images); colours are uniform. Drawn back to front until about
-  ``coverage`` layers cover the image.
+  natural images); colours are uniform. Disks are drawn until their total
+  area is about ``coverage`` times the image's, then painted front to back
+  (a pixel keeps the first disk that covers it).
   """
   img = np.empty((size, size, channels), np.float32)
   img[:] = rng.uniform(size=channels)

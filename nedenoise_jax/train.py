@@ -47,8 +47,7 @@ class TrainState:
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
   m = config.model
-  kwargs = {k: (tuple(m[k]) if k == "features" and m.arch == "drunet" else m[k])
-            for k in models.ARCH_KWARGS[m.arch]}
+  kwargs = {k: m[k] for k in models.ARCH_KWARGS[m.arch]}
   return models.create(m.arch, mode=m.mode, blind=m.blind, channels=m.channels,
                        parametrization=m.parametrization, dtype=jnp.dtype(m.dtype), **kwargs)
 
@@ -116,6 +115,14 @@ def init_state(module: nn.Module, tx: optax.GradientTransformation, key: jax.Arr
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
                     key=jax.random.key_data(noise_key))
+
+
+def abstract_state(module: nn.Module, tx: optax.GradientTransformation,
+                   config: ml_collections.ConfigDict, sharding) -> TrainState:
+  """Shapes, dtypes and ``sharding`` of the state, to restore a checkpoint into."""
+  shapes = jax.eval_shape(lambda: init_state(module, tx, jax.random.key(0), config))
+  return jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shapes)
 
 
 def train_step(state: TrainState, batch: dict, *, module: nn.Module,
@@ -292,10 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = init(key)
     start = 0
   else:
-    abstract = jax.eval_shape(init, key)
-    abstract = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
-    state = restore_state(mngr, latest, abstract)
+    state = restore_state(mngr, latest, abstract_state(module, tx, config, replicated))
     start = int(latest)
 
   step_fn = jax.jit(

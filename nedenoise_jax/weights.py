@@ -161,22 +161,19 @@ def load_checkpoint(path: str | os.PathLike, *, expect: Optional[Mapping[str, An
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise ValueError(f"{os.fspath(path)} holds no training checkpoint (looked in {directory})")
-  meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  from nedenoise_jax import train  # local: training pulls in optax and orbax
+  import ml_collections
+
+  meta = train.restore_meta(mngr, step)
   desc = meta["model"]
   _check_expect(desc, expect, f"{directory} step {step}")
   module = models.from_description(desc)
   # The saved state's structure follows its config (optimizer state included);
   # restore it onto this process's first device, whatever mesh wrote it.
-  from nedenoise_jax import train  # local: training pulls in optax and orbax
-  import ml_collections
-
   config = ml_collections.ConfigDict(meta["config"])
-  tx = train.create_optimizer(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.eval_shape(lambda: train.init_state(module, tx, jax.random.key(0), config))
-  abstract = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
-  state = train.restore_state(mngr, step, abstract)
+  state = train.restore_state(
+      mngr, step, train.abstract_state(module, train.create_optimizer(config), config, device))
   raw = {"params": state.params}
   if state.batch_stats:
     raw["batch_stats"] = state.batch_stats

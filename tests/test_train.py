@@ -39,8 +39,9 @@ def _params(workdir, config):
   mngr = train._manager(workdir, config)
   module = train.create_model(config)
   tx = train.create_optimizer(config)
-  abstract = jax.eval_shape(lambda: train.init_state(module, tx, jax.random.key(0), config))
-  return train.restore_state(mngr, mngr.latest_step(), abstract)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return train.restore_state(mngr, mngr.latest_step(),
+                             train.abstract_state(module, tx, config, device))
 
 
 def _leaves(state):
