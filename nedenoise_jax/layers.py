@@ -156,9 +156,7 @@ class Conv(nn.Module):
       pad = "VALID"
     else:
       raise ValueError(f"unknown padding {self.padding!r}; expected 'zeros', 'reflect' or 'valid'")
-    y = jax.lax.conv_general_dilated(
-        x, kernel, (self.strides, self.strides), pad,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = ops.conv2d(x, kernel, self.strides, pad)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
       y = y + bias.astype(dtype)

@@ -158,6 +158,35 @@ def reflect_pad(x: jax.Array, pad: tuple[tuple[int, int], tuple[int, int]]) -> j
   return jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), mode="reflect")
 
 
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID") -> jax.Array:
+  """NHWC x HWIO convolution; ``padding``: ``"VALID"`` or ``((t, b), (l, r))`` zeros.
+
+  XLA:CPU runs an unpadded (``VALID``) 3x3 convolution about 3x slower than a
+  zero-padded one of the same size (measured on this project's 2-core AVX2
+  machine, JAX 0.10). On the CPU, a stride-1 ``VALID`` convolution is therefore
+  computed as a ``SAME`` one whose border is cropped: the same numbers, a few
+  border pixels of extra work. Other platforms use the direct form.
+  """
+  kh, kw = kernel.shape[:2]
+  direct = lambda: jax.lax.conv_general_dilated(  # noqa: E731
+      x, kernel, (strides, strides), padding, dimension_numbers=_DN)
+  if padding != "VALID" or strides != 1 or (kh == 1 and kw == 1):
+    return direct()
+  h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  if h < 1 or w < 1:
+    return direct()  # let XLA report the shape error
+
+  def cropped():
+    (t, _), (l, _) = same_padding((kh, kw))
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), same_padding((kh, kw)), dimension_numbers=_DN)
+    return y[:, t:t + h, l:l + w, :]
+
+  return jax.lax.platform_dependent(cpu=cropped, default=direct)
+
+
 def same_padding(kernel_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
   """``SAME`` padding for stride 1: ``((before, after), (before, after))``."""
   return tuple(((k - 1) // 2, k // 2) for k in kernel_size)  # type: ignore[return-value]

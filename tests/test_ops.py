@@ -125,3 +125,22 @@ def test_sigma_map_forms_and_errors():
   with pytest.raises(ValueError, match="real number"):
     ops.sigma_map(jnp.asarray(True), x)
 
+
+
+@pytest.mark.parametrize("ksize", [(3, 3), (2, 2), (1, 3), (5, 4)])
+@pytest.mark.parametrize("size", [(7, 9), (5, 5), (4, 11)])
+def test_conv2d_valid_equals_direct(ksize, size):
+  """The CPU form (SAME conv, border cropped) gives the plain VALID convolution."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, *size, 3)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((*ksize, 3, 4)), jnp.float32)
+  want = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  got = jax.jit(ops.conv2d)(x, k)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # and its gradients
+  f = lambda fn: jax.grad(lambda x, k: jnp.sum(jnp.sin(fn(x, k))), argnums=(0, 1))(x, k)  # noqa: E731
+  direct = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",  # noqa: E731
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  for a, b in zip(f(ops.conv2d), f(direct)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
