@@ -25,6 +25,7 @@ from nedenoise_jax import models
 
 FORMAT = "nedenoise-jax-weights"
 VERSION = 1
+SUFFIX = ".nedenoise"  # file name ending of weights files
 
 
 def _dummy_inputs(module: nn.Module):
@@ -90,6 +91,9 @@ def save_weights(path: str | os.PathLike, module: nn.Module, variables: Mapping,
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide shared weights from others
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -180,15 +184,37 @@ def load_checkpoint(path: str | os.PathLike, *, expect: Optional[Mapping[str, An
   return module, merge_strict(module, raw, source=f"checkpoint {directory} step {step}")
 
 
+PRETRAINED_PREFIX = "pretrained:"
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+
+
+def pretrained_names() -> list[str]:
+  """Names of the weights shipped in the package (``load("pretrained:NAME")``)."""
+  if not os.path.isdir(PRETRAINED_DIR):
+    return []
+  return sorted(f[:-len(SUFFIX)] for f in os.listdir(PRETRAINED_DIR) if f.endswith(SUFFIX))
+
+
+def pretrained_path(name: str) -> str:
+  """The file of the shipped model ``name``; the error lists the names there are."""
+  path = os.path.join(PRETRAINED_DIR, name + SUFFIX)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no pretrained model {name!r}; shipped: {', '.join(pretrained_names()) or 'none'}")
+  return path
+
+
 def load(path: str | os.PathLike, **kwargs):
   """Loads a denoiser: ``module, variables = load(path)``.
 
-  ``path``: an exported weights file (see :func:`save_weights`), a training
+  ``path``: ``"pretrained:NAME"`` (weights shipped in the package, see
+  :func:`pretrained_names`), an exported weights file (see :func:`save_weights`), a training
   workdir (its latest checkpoint) or one checkpoint step folder
   (``WORKDIR/checkpoints/STEP``). ``expect``: optional :func:`models.create`
   arguments the model must match.
   """
   p = os.fspath(path)
+  if p.startswith(PRETRAINED_PREFIX):
+    p = pretrained_path(p[len(PRETRAINED_PREFIX):])
   if not os.path.exists(p):
     raise FileNotFoundError(f"no weights file or training workdir at {p}")
   if os.path.isdir(p):
