@@ -1,0 +1,359 @@
+"""Denoise images: a function for arrays and a command line for files.
+
+python -m nedenoise_jax.denoise photo.png scan.tif --out denoised/
+
+An NE model needs no normalization: the pixels go in as they are (8-bit and
+16-bit integers are divided by their type's maximum only so that the ordinary
+models, trained on [0, 1], see their usual range; float images are used as
+stored, whatever their range), and the result comes back in the input's type
+and range. Large images are processed in overlapping tiles so that memory stays
+bounded; with an overlap of at least the receptive radius the tiled result
+equals the whole-image one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nedenoise_jax import models
+from nedenoise_jax import weights as weights_lib
+
+DEFAULT_MODELS = {1: "pretrained:gray-norm_equiv", 3: "pretrained:color-norm_equiv"}
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+ModelArg = Union[str, tuple, None]
+
+
+class ImageError(ValueError):
+  """An image cannot be denoised (unreadable, wrong shape, non-finite pixels...)."""
+
+
+# --------------------------------------------------------------------------- noise level
+
+
+def estimate_sigma(image: np.ndarray) -> float:
+  """Noise standard deviation of ``image`` (``HW`` or ``HWC``), in its own units.
+
+  Donoho's wavelet estimator: the median absolute value of the finest diagonal
+  Haar detail coefficients divided by 0.6745, averaged over channels.
+  """
+  x = np.asarray(image, np.float64)
+  if x.ndim == 2:
+    x = x[:, :, None]
+  h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+  if h < 2 or w < 2:
+    raise ImageError(f"cannot estimate the noise of an image of shape {image.shape}; give sigma")
+  x = x[:h, :w]
+  hh = (x[0::2, 0::2] - x[0::2, 1::2] - x[1::2, 0::2] + x[1::2, 1::2]) / 2.0
+  return float(np.mean([np.median(np.abs(hh[..., c])) / 0.6745 for c in range(x.shape[-1])]))
+
+
+# --------------------------------------------------------------------------- models
+
+
+def receptive_radius(module) -> Optional[int]:
+  """Pixels on each side that influence one output pixel, where known exactly."""
+  inner = module.inner if isinstance(module, models.Wrapped) else module
+  if isinstance(inner, (models.FDnCNN, models.DnCNN)):
+    return int(inner.depth)  # one 3x3 convolution per layer
+  return None
+
+
+def resolve_model(model: ModelArg, channels: int):
+  """``(module, variables)`` from a spec string, a ``(module, variables)`` pair or ``None``."""
+  if model is None or model == "auto":
+    if channels not in DEFAULT_MODELS:
+      raise ImageError(f"no default model for {channels}-channel images")
+    model = DEFAULT_MODELS[channels]
+  if isinstance(model, (str, os.PathLike)):
+    return weights_lib.load(model)
+  module, variables = model
+  return module, variables
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _dihedral(x: jax.Array, k: int, inverse: bool = False) -> jax.Array:
+  """One of the 8 flips/rotations of NHWC ``x`` (``inverse`` undoes it)."""
+  rot, flip = k % 4, k // 4
+  if inverse:
+    if flip:
+      x = x[:, :, ::-1]
+    return jnp.rot90(x, -rot, axes=(1, 2))
+  x = jnp.rot90(x, rot, axes=(1, 2))
+  return x[:, :, ::-1] if flip else x
+
+
+def _make_apply(module, blind: bool, ensemble: bool):
+  @jax.jit
+  def apply(variables, x, sigma):
+    s = None if blind else sigma
+    if not ensemble:
+      return module.apply(variables, x, s)
+    outs = [_dihedral(module.apply(variables, _dihedral(x, k), s), k, inverse=True) for k in range(8)]
+    return sum(outs) / 8.0
+  return apply
+
+
+def _tiles(n: int, tile: int, overlap: int, align: int = 8):
+  """(core start, core end, window start, window end) along one axis."""
+  out = []
+  for c0 in range(0, n, tile):
+    c1 = min(n, c0 + tile)
+    e0 = max(0, c0 - overlap) // align * align
+    e1 = min(n, c1 + overlap)
+    out.append((c0, c1, e0, e1))
+  return out
+
+
+def _split(image: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray], str]:
+  """``(N, H, W, C)`` colour part, alpha (or None) and the input layout."""
+  a = np.asarray(image)
+  if a.ndim == 2:
+    layout, a = "HW", a[None, :, :, None]
+  elif a.ndim == 3:
+    layout, a = "HWC", a[None]
+  elif a.ndim == 4:
+    layout = "NHWC"
+  else:
+    raise ImageError(f"expected an HW, HWC or NHWC image, got shape {a.shape}")
+  if a.size == 0 or min(a.shape[1:3]) == 0:
+    raise ImageError(f"empty image (shape {np.shape(image)})")
+  c = a.shape[-1]
+  if c == 4:
+    return a[..., :3], a[..., 3:], layout
+  if c in (1, 3):
+    return a, None, layout
+  raise ImageError(f"unsupported channel count {c} in shape {np.shape(image)}; expected 1 (gray), "
+                   "3 (RGB) or 4 (RGBA, alpha kept as is)")
+
+
+def _scale_of(dtype) -> Optional[float]:
+  if np.issubdtype(dtype, np.integer):
+    return float(np.iinfo(dtype).max)
+  if dtype == np.bool_:
+    return 1.0
+  return None
+
+
+def denoise(image: Any, model: ModelArg = None, sigma: Optional[float] = None, *,
+            tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
+            variables=None) -> np.ndarray:
+  """Denoises ``image`` (``HW``, ``HWC`` or ``NHWC``; 1, 3 or 4 channels).
+
+  Args:
+    image: integer images are read on their type's full range (uint8: 0-255,
+      uint16: 0-65535); float images as they are, any range (NE models need no
+      normalization). A 4th channel is alpha: passed through untouched.
+    model: ``"pretrained:NAME"``, a weights file, a training workdir, a
+      ``(module, variables)`` pair, or ``None`` for the shipped NE model of the
+      image's channel count.
+    sigma: noise standard deviation in the image's own pixel units (e.g. 25 for
+      a uint8 image). Ignored by blind models; estimated from the image (see
+      :func:`estimate_sigma`) for non-blind ones when not given.
+    tile: process in tiles of this size (multiple of 8); default: whole images
+      up to 1024x1024, tiles of 512 above.
+    overlap: context around each tile; default the receptive radius rounded up
+      to 8 (FDnCNN/DnCNN: exact result) or 64 (DRUNet: close, see README).
+    ensemble: average the 8 flips/rotations (x8 self-ensemble).
+
+  Returns an array of the input's shape and dtype (integers rounded and clipped).
+  """
+  if variables is not None:
+    model = (model, variables)
+  x, alpha, layout = _split(image)
+  dtype = x.dtype
+  if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+    raise ImageError(f"unsupported pixel type {dtype}")
+  scale = _scale_of(dtype)
+  xf = x.astype(np.float32) / np.float32(scale) if scale else x.astype(np.float32)
+  if not np.all(np.isfinite(xf)):
+    raise ImageError("the image contains NaN or Inf pixels")
+  module, variables = resolve_model(model, x.shape[-1])
+  desc = models.describe(module)
+  if desc["channels"] != x.shape[-1]:
+    raise ImageError(f"the model takes {desc['channels']}-channel images, the image has "
+                     f"{x.shape[-1]} (shape {np.shape(image)})")
+  blind = bool(desc["blind"])
+  radius = receptive_radius(module)
+  if overlap is None:
+    overlap = 64 if radius is None else -(-radius // 8) * 8
+  h, w = x.shape[1:3]
+  if tile is None:
+    tile = max(h, w) if h * w <= 1024 * 1024 else 512
+  tile = max(8, -(-tile // 8) * 8)
+  apply = _make_apply(module, blind, ensemble)
+  out = np.empty_like(xf)
+  for n in range(x.shape[0]):
+    img = xf[n:n + 1]
+    if blind:
+      s = 0.0
+    elif sigma is not None:
+      s = float(sigma) / (scale or 1.0)
+    else:
+      s = estimate_sigma(img[0])
+    sig = jnp.full((1,), s, jnp.float32)
+    for r0, r1, a0, a1 in _tiles(h, tile, overlap):
+      for c0, c1, b0, b1 in _tiles(w, tile, overlap):
+        res = np.asarray(apply(variables, jnp.asarray(img[:, a0:a1, b0:b1]), sig))
+        out[n, r0:r1, c0:c1] = res[0, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
+  if scale:
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    lo, hi = (info.min, info.max) if info else (0, 1)
+    out = np.clip(np.rint(out * scale), lo, hi).astype(dtype)
+  else:
+    out = out.astype(dtype)
+  if alpha is not None:
+    out = np.concatenate([out, alpha], axis=-1)
+  if layout == "HW":
+    return out[0, :, :, 0]
+  if layout == "HWC":
+    return out[0]
+  return out
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_file(path: str) -> np.ndarray:
+  """An image file as stored: ``(H, W)`` or ``(H, W, C)``, its own dtype."""
+  ext = os.path.splitext(path)[1].lower()
+  try:
+    if ext in (".tif", ".tiff"):
+      import tifffile
+
+      arr = tifffile.imread(path)
+    else:
+      from PIL import Image
+
+      with Image.open(path) as im:
+        im.load()
+        if im.mode in ("P", "PA"):
+          im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+        elif im.mode == "1":
+          im = im.convert("L")
+        elif im.mode == "CMYK":
+          im = im.convert("RGB")
+        arr = np.asarray(im)
+        if im.mode.startswith("I;16"):
+          arr = arr.astype(np.uint16)
+  except FileNotFoundError:
+    raise ImageError(f"{path}: no such file") from None
+  except Exception as e:  # truncated, corrupt or not an image
+    raise ImageError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+  if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+    arr = np.moveaxis(arr, 0, -1)  # planar TIFF
+  if arr.ndim not in (2, 3):
+    raise ImageError(f"{path}: expected a 2-D image with channels, got shape {arr.shape}")
+  if arr.size == 0:
+    raise ImageError(f"{path}: empty image (shape {arr.shape})")
+  if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+    raise ImageError(f"{path}: contains NaN or Inf pixels")
+  return arr
+
+
+def write_file(path: str, arr: np.ndarray) -> None:
+  """Writes ``arr`` atomically (temporary file, then rename) in the format of ``path``'s extension."""
+  ext = os.path.splitext(path)[1].lower()
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+  try:
+    if ext in (".tif", ".tiff"):
+      import tifffile
+
+      tifffile.imwrite(tmp, arr, photometric="rgb" if arr.ndim == 3 and arr.shape[-1] in (3, 4)
+                       else "minisblack")
+    else:
+      from PIL import Image
+
+      if arr.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{path}: {ext} cannot store {arr.dtype} pixels; use .tif")
+      a = arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
+      fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}[ext]
+      kwargs = {"quality": 95} if fmt == "JPEG" else {}
+      Image.fromarray(a).save(tmp, format=fmt, **kwargs)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def _inputs(paths: Sequence[str]) -> list[str]:
+  files = []
+  for p in paths:
+    if os.path.isdir(p):
+      found = sorted(os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs
+                     if f.lower().endswith(EXTENSIONS))
+      if not found:
+        raise ImageError(f"{p}: folder holds no {'/'.join(EXTENSIONS)} images")
+      files += found
+    else:
+      files.append(p)
+  return files
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  import argparse
+
+  from tqdm.auto import tqdm
+
+  p = argparse.ArgumentParser(prog="python -m nedenoise_jax.denoise", description=__doc__.split("\n\n")[0])
+  p.add_argument("inputs", nargs="+", help="image files or folders (PNG, JPEG, BMP, TIFF)")
+  p.add_argument("--out", required=True, help="output folder (same file names and formats)")
+  p.add_argument("--model", default="auto",
+                 help="pretrained:NAME, a weights file or a training workdir (default: the shipped NE "
+                      f"model for the image's channels; shipped: {', '.join(weights_lib.pretrained_names())})")
+  p.add_argument("--sigma", type=float, default=None,
+                 help="noise level in the image's pixel units (non-blind models; estimated if not given)")
+  p.add_argument("--tile", type=int, default=None, help="tile size (default: 512 above 1024x1024)")
+  p.add_argument("--overlap", type=int, default=None, help="tile context (default: receptive radius)")
+  p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (flips/rotations)")
+  p.add_argument("--force", action="store_true", help="replace existing outputs (never an input)")
+  args = p.parse_args(argv)
+  try:
+    files = _inputs(args.inputs)
+    inputs = {os.path.realpath(f) for f in files}
+    targets = []
+    for f in files:
+      out = os.path.join(args.out, os.path.basename(f))
+      if os.path.realpath(out) in inputs:
+        raise ImageError(f"{out} would overwrite the input {f}; choose another --out")
+      if os.path.exists(out) and not args.force:
+        raise ImageError(f"{out} exists; pass --force to replace it")
+      targets.append(out)
+    if len(set(targets)) != len(targets):
+      raise ImageError("two inputs have the same file name; denoise them into different --out folders")
+    loaded = {}
+    failed = 0
+    for f, out in tqdm(list(zip(files, targets)), desc="denoise", unit="img", dynamic_ncols=True):
+      try:
+        img = read_file(f)
+        c = 1 if img.ndim == 2 else img.shape[-1]
+        la = c == 2  # gray + alpha (PIL's LA): the alpha is kept as is
+        color = img[..., :1] if la else img
+        c = {2: 1, 4: 3}.get(c, c)
+        key = (args.model, c)
+        if key not in loaded:
+          loaded[key] = resolve_model(args.model, c)
+        res = denoise(color, loaded[key], args.sigma, tile=args.tile, overlap=args.overlap,
+                      ensemble=args.ensemble)
+        write_file(out, np.concatenate([res, img[..., 1:]], axis=-1) if la else res)
+      except ImageError as e:
+        failed += 1
+        tqdm.write(f"error: {e}" if str(e).startswith(f) else f"error: {f}: {e}", file=sys.stderr)
+  except (ImageError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"denoised {len(files) - failed} of {len(files)} image(s) into {args.out}")
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,150 @@
+"""denoise(): tiling, dtypes and ranges, alpha, sigma estimation, bad input; the CLI."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nedenoise_jax as nj
+from nedenoise_jax import models
+
+from conftest import ROOT, TINY
+
+# nedenoise_jax.denoise is the function; the module (and CLI) of the same name:
+dn = importlib.import_module("nedenoise_jax.denoise")
+
+
+def _model(arch="fdncnn", mode="norm_equiv", blind=True, channels=1, seed=0):
+  module = models.create(arch, mode=mode, blind=blind, channels=channels, **TINY[arch])
+  x = jnp.zeros((1, 16, 16, channels))
+  sigma = None if blind else jnp.zeros((1,))
+  return module, nj.equivariance.random_variables(module, x, sigma, seed=seed)
+
+
+@pytest.mark.parametrize("arch", ["fdncnn", "dncnn"])
+@pytest.mark.parametrize("blind", [True, False])
+def test_tiled_equals_whole(arch, blind):
+  model = _model(arch, blind=blind)
+  img = np.random.default_rng(0).random((45, 61)).astype(np.float32)
+  whole = dn.denoise(img, model, sigma=0.1)
+  for tile in (8, 16, 24):
+    tiled = dn.denoise(img, model, sigma=0.1, tile=tile)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5, rtol=0)
+
+
+def test_tiled_drunet_close_to_whole():
+  """DRUNet's receptive field exceeds any practical overlap: close, not equal (README)."""
+  model = _model("drunet", mode="norm_equiv")
+  img = np.random.default_rng(1).random((70, 90)).astype(np.float32)
+  whole = dn.denoise(img, model)
+  tiled = dn.denoise(img, model, tile=32, overlap=32)
+  assert tiled.shape == whole.shape
+  assert np.max(np.abs(tiled - whole)) < 0.05 * np.max(np.abs(whole))
+
+
+def test_layouts_dtypes_and_alpha():
+  model = _model()
+  rng = np.random.default_rng(0)
+  u8 = rng.integers(0, 256, (2, 19, 23, 1), dtype=np.uint8)
+  out = dn.denoise(u8, model)
+  assert out.shape == u8.shape and out.dtype == np.uint8
+  np.testing.assert_array_equal(dn.denoise(u8[0, :, :, 0], model), out[0, :, :, 0])
+  np.testing.assert_array_equal(dn.denoise(u8[1], model), out[1])
+  u16 = rng.integers(0, 65536, (19, 23), dtype=np.uint16)
+  assert dn.denoise(u16, model).dtype == np.uint16
+  # An NE model gives the same result on any affine rescaling of a float image.
+  f = rng.random((19, 23)).astype(np.float64)
+  a = dn.denoise(f, model)
+  b = dn.denoise(f * 4000.0 - 123.0, model)
+  assert b.dtype == np.float64
+  np.testing.assert_allclose((b + 123.0) / 4000.0, a, atol=1e-5)
+  rgba = rng.integers(0, 256, (19, 23, 4), dtype=np.uint8)
+  out = dn.denoise(rgba, _model(channels=3))
+  assert out.shape == rgba.shape
+  np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((8, 8, 2)), "channel count 2"),
+    (np.zeros((8, 8, 5)), "channel count 5"),
+    (np.zeros((0, 8)), "empty"),
+    (np.full((8, 8), np.nan), "NaN"),
+    (np.zeros((2, 2, 2, 2, 1)), "shape"),
+])
+def test_bad_arrays(bad, match):
+  with pytest.raises(dn.ImageError, match=match):
+    dn.denoise(bad, _model())
+
+
+def test_channel_mismatch():
+  with pytest.raises(dn.ImageError, match="3-channel"):
+    dn.denoise(np.zeros((8, 8)), _model(channels=3))
+
+
+def test_estimate_sigma():
+  rng = np.random.default_rng(0)
+  smooth = np.add.outer(np.linspace(0, 50, 256), np.linspace(0, 80, 256))
+  for s in (2.0, 10.0, 40.0):
+    est = dn.estimate_sigma(smooth + rng.normal(0, s, smooth.shape))
+    assert abs(est - s) < 0.05 * s, (s, est)
+
+
+def test_nonblind_uses_estimate_when_sigma_missing():
+  model = _model(blind=False)
+  rng = np.random.default_rng(0)
+  img = 0.5 + 0.1 * rng.standard_normal((32, 32)).astype(np.float32)
+  est = dn.estimate_sigma(img)
+  np.testing.assert_allclose(dn.denoise(img, model), dn.denoise(img, model, sigma=est), atol=1e-6)
+
+
+def test_pretrained_models_load_and_are_equivariant():
+  names = nj.pretrained_names()
+  assert {"gray-norm_equiv", "color-norm_equiv", "gray-ordinary"} <= set(names)
+  module, variables = nj.load("pretrained:gray-norm_equiv")
+  assert models.describe(module)["mode"] == "norm_equiv"
+  x = jnp.asarray(np.random.default_rng(0).random((1, 21, 17, 1)), jnp.float32)
+  nj.equivariance.assert_normalization_equivariant(lambda x: module.apply(variables, x), x, rtol=1e-5)
+  with pytest.raises(FileNotFoundError, match="gray-norm_equiv"):
+    nj.load("pretrained:no-such-model")
+
+
+def _cli(*args, cwd):
+  return subprocess.run([sys.executable, "-m", "nedenoise_jax.denoise", *args], cwd=cwd,
+                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def test_cli_files(tmp_path):
+  from PIL import Image
+  import tifffile
+
+  rng = np.random.default_rng(0)
+  src = tmp_path / "in"
+  src.mkdir()
+  Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(src / "g.png")
+  Image.fromarray(rng.integers(0, 256, (20, 24, 4), dtype=np.uint8)).save(src / "rgba.png")
+  tifffile.imwrite(src / "u16.tif", rng.integers(0, 65536, (20, 24), dtype=np.uint16))
+  tifffile.imwrite(src / "f.tif", (rng.random((20, 24, 3)) * 1e4 - 50).astype(np.float32), photometric="rgb")
+  (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+  out = tmp_path / "out"
+  r = _cli(str(src), "--out", str(out), cwd=tmp_path)
+  assert r.returncode == 1, r.stderr  # one file failed, the others were written
+  assert "broken.png" in r.stderr
+  assert "denoised 4 of 5" in r.stdout
+  assert np.asarray(Image.open(out / "g.png")).shape == (20, 24)
+  rgba_in, rgba_out = np.asarray(Image.open(src / "rgba.png")), np.asarray(Image.open(out / "rgba.png"))
+  np.testing.assert_array_equal(rgba_out[..., 3], rgba_in[..., 3])
+  assert tifffile.imread(out / "u16.tif").dtype == np.uint16
+  f = tifffile.imread(out / "f.tif")
+  assert f.dtype == np.float32 and f.shape == (20, 24, 3) and f.max() > 100  # range kept
+  # existing outputs are not replaced without --force; inputs never
+  before = (out / "g.png").read_bytes()
+  r = _cli(str(src / "g.png"), "--out", str(out), cwd=tmp_path)
+  assert r.returncode == 2 and "--force" in r.stderr
+  assert (out / "g.png").read_bytes() == before
+  r = _cli(str(src / "g.png"), "--out", str(src), "--force", cwd=tmp_path)
+  assert r.returncode == 2 and "overwrite the input" in r.stderr
+  assert not any(p.name.startswith(".tmp") for p in out.iterdir())
