@@ -189,7 +189,18 @@ def load_images(source: str, channels: int, *, min_size: int = 1) -> tuple[list[
       raise DataError(f"{source}: images are smaller than the {min_size}x{min_size} patch")
     return images, names
   if kind == "tfds":
-    raise DataError("tfds: sources are not supported by this version yet; use folder: or builtin:")
+    from nedenoise_jax import tfds_datasets  # local: TFDS is slow to import
+
+    images, names = tfds_datasets.read(rest, channels)
+    small = [n for n, i in zip(names, images) if min(i.shape[:2]) < min_size]
+    if small:
+      warnings.warn(f"skipped {len(small)} image(s) of {source} smaller than the {min_size}x{min_size} "
+                    "patch: " + "; ".join(small), stacklevel=2)
+      keep = [k for k, i in enumerate(images) if min(i.shape[:2]) >= min_size]
+      if not keep:
+        raise DataError(f"no image of {source} is at least {min_size}x{min_size}")
+      images, names = [images[k] for k in keep], [names[k] for k in keep]
+    return images, names
   raise DataError(f"unknown data source kind {kind!r} in {source!r}; expected folder, tfds or builtin")
 
 
