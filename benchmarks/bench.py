@@ -1,0 +1,235 @@
+"""Speed and memory of the full-size models in every mode: inference and one training step.
+
+python benchmarks/bench.py                      # CPU: writes benchmarks/results/bench_cpu.{json,md}
+python benchmarks/bench.py --dtype bfloat16     # e.g. on a GPU (runs unchanged there)
+
+For FDnCNN and DRUNet (full size, non-blind, gray) in each mode: inference on
+1x256x256 and 1x512x512; one training step (forward + backward + Adam, jit
+over a ("data",) mesh of all local devices, state donated) on 16x64x64
+(FDnCNN) and 4x128x128 (DRUNet). Compile time is measured apart from run time;
+run time is the median of ``--repeats`` runs after a warm-up. GFLOP/s come
+from an analytical count of the convolutions (2*out_pixels*kh*kw*cin*cout;
+a training step counted as 3x the forward). Peak memory: XLA's buffer
+assignment of the compiled program (arguments + outputs + temporaries), and on
+GPUs the allocator's peak. All modes are measured in the same run, so the
+ratios to ``ordinary`` are comparable even on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+# The authors' PyTorch code on this project's 2-core CPU (2 threads), medians in seconds.
+REFERENCE_CPU = {
+    ("fdncnn", "train", "ordinary"): 1.85, ("fdncnn", "train", "norm_equiv"): 2.1,
+    ("drunet", "train", "ordinary"): 5.6, ("drunet", "train", "norm_equiv"): 6.1,
+    ("fdncnn", "infer256", "ordinary"): 0.70, ("fdncnn", "infer256", "norm_equiv"): 0.93,
+    ("drunet", "infer256", "ordinary"): 1.67, ("drunet", "infer256", "norm_equiv"): 1.84,
+}
+TRAIN_SHAPES = {"fdncnn": (16, 64), "drunet": (4, 128)}
+
+
+def conv_flops(module, x, sigma) -> int:
+  """Analytical forward FLOPs of every convolution in ``module`` (multiply-adds x 2)."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+
+  from nedenoise_jax import layers
+
+  total = [0]
+
+  def count(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, layers.Conv) and context.method_name == "__call__":
+      kh, kw = context.module.kernel_size
+      cin = args[0].shape[-1]
+      total[0] += 2 * int(np.prod(out.shape)) * kh * kw * cin
+    return out
+
+  variables = jax.eval_shape(module.init, jax.random.key(0), x, sigma)
+  with nn.intercept_methods(count):
+    jax.eval_shape(module.apply, variables, x, sigma)
+  return total[0]
+
+
+def _time(fn, repeats: int) -> tuple[float, list[float]]:
+  import jax
+
+  jax.block_until_ready(fn())  # warm-up
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return statistics.median(times), times
+
+
+def _memory(compiled) -> dict:
+  out = {}
+  try:
+    m = compiled.memory_analysis()
+    out["xla_bytes"] = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                           - getattr(m, "alias_size_in_bytes", 0))
+    out["xla_temp_bytes"] = int(m.temp_size_in_bytes)
+  except Exception:  # not every backend reports it
+    pass
+  return out
+
+
+def _device_peak() -> dict:
+  import jax
+
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return {"device_peak_bytes": int(stats["peak_bytes_in_use"])} if "peak_bytes_in_use" in stats else {}
+
+
+def bench_inference(arch, mode, size, dtype, repeats):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from nedenoise_jax import models
+
+  module = models.create(arch, mode=mode, blind=False, channels=1, dtype=jnp.dtype(dtype))
+  x = jnp.asarray(np.random.default_rng(0).random((1, size, size, 1)), jnp.float32)
+  sigma = jnp.full((1,), 25 / 255, jnp.float32)
+  variables = jax.jit(module.init)(jax.random.key(0), x, sigma)
+  fn = jax.jit(lambda v, x, s: module.apply(v, x, s))
+  t = time.perf_counter()
+  compiled = fn.lower(variables, x, sigma).compile()
+  compile_s = time.perf_counter() - t
+  med, times = _time(lambda: compiled(variables, x, sigma), repeats)
+  flops = conv_flops(module, x, sigma)
+  return {"compile_s": compile_s, "median_s": med, "times_s": times, "gflop": flops / 1e9,
+          "gflops_per_s": flops / med / 1e9, **_memory(compiled), **_device_peak()}
+
+
+def bench_train(arch, mode, dtype, repeats):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from nedenoise_jax import config as config_lib
+  from nedenoise_jax import train
+
+  batch, patch = TRAIN_SHAPES[arch]
+  c = config_lib.base_config(arch)
+  c.model.mode, c.model.blind, c.model.dtype = mode, False, dtype
+  c.train.batch_size, c.train.patch_size = batch, patch
+  module, tx = train.create_model(c), train.create_optimizer(c)
+  mesh = train.make_mesh()
+  train.check_batch(batch, mesh)
+  rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  state = jax.jit(functools.partial(train.init_state, module, tx, config=c), out_shardings=rep)(
+      jax.random.key(0))
+  rng = np.random.default_rng(0)
+  data = {"clean": jax.device_put(rng.random((batch, patch, patch, 1), np.float32), shard),
+          "sigma": jax.device_put(np.full((batch,), 25 / 255, np.float32), shard)}
+  step = jax.jit(functools.partial(train.train_step, module=module, tx=tx, loss="mse", blind=False),
+                 in_shardings=(rep, shard), out_shardings=(rep, rep), donate_argnums=0)
+  t = time.perf_counter()
+  compiled = step.lower(state, data).compile()
+  compile_s = time.perf_counter() - t
+  holder = [state]
+
+  def run():
+    holder[0], m = compiled(holder[0], data)
+    return m["loss"]
+
+  med, times = _time(run, repeats)
+  flops = 3 * conv_flops(module, jnp.zeros((batch, patch, patch, 1)), jnp.zeros((batch,)))
+  return {"compile_s": compile_s, "median_s": med, "times_s": times, "gflop": flops / 1e9,
+          "gflops_per_s": flops / med / 1e9, "devices": int(mesh.devices.size),
+          **_memory(compiled), **_device_peak()}
+
+
+def markdown(results: dict) -> str:
+  rows = results["rows"]
+  ref = results.get("reference") or {}
+  lines = ["| model | task | mode | run (s) | / ordinary | GFLOP/s | compile (s) | XLA buffers (MiB) | reference (s) |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    base = next((b for b in rows if b["arch"] == r["arch"] and b["task"] == r["task"]
+                 and b["mode"] == "ordinary"), None)
+    ratio = f"{r['median_s'] / base['median_s']:.2f}" if base else ""
+    mem = r.get("xla_bytes")  # this program's arguments + outputs + temporaries
+    refv = ref.get(f"{r['arch']}/{r['task']}/{r['mode']}")
+    lines.append(f"| {r['arch']} | {r['task']} | {r['mode']} | {r['median_s']:.4f} | {ratio} | "
+                 f"{r['gflops_per_s']:.1f} | {r['compile_s']:.1f} | "
+                 f"{'' if mem is None else f'{mem / 2**20:.0f}'} | {'' if refv is None else f'{refv:.2f}'} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--archs", default="fdncnn,drunet")
+  p.add_argument("--modes", default="ordinary,scale_equiv,norm_equiv,wrapped")
+  p.add_argument("--tasks", default="infer256,infer512,train")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--cpu_devices", type=int, default=-1,
+                 help="CPU only: JAX devices to split the CPU into (-1: one per core, as train.py)")
+  p.add_argument("--out", default=None, help="output stem (default benchmarks/results/bench_<platform>)")
+  args = p.parse_args(argv)
+
+  import jax
+
+  from nedenoise_jax import train
+
+  if args.cpu_devices:
+    train.configure_cpu_devices(args.cpu_devices, 16 if "fdncnn" in args.archs else 4)
+  backend = jax.default_backend()
+  out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                 f"bench_{backend}{'_bf16' if args.dtype == 'bfloat16' else ''}")
+  rows = []
+  for arch in args.archs.split(","):
+    for task in args.tasks.split(","):
+      for mode in args.modes.split(","):
+        if task == "train":
+          r = bench_train(arch, mode, args.dtype, args.repeats)
+        else:
+          r = bench_inference(arch, mode, int(task[len("infer"):]), args.dtype, args.repeats)
+        r.update(arch=arch, task=task, mode=mode)
+        rows.append(r)
+        _write(out, rows, backend, args)  # after every row: a run cut short keeps what it measured
+        print(f"{arch:7s} {task:9s} {mode:12s} {r['median_s']:.4f} s  {r['gflops_per_s']:7.1f} GFLOP/s  "
+              f"compile {r['compile_s']:.1f} s", flush=True)
+  print(markdown(_write(out, rows, backend, args)))
+  print(f"wrote {out}.json and {out}.md")
+  return 0
+
+
+def _write(out, rows, backend, args) -> dict:
+  import jax
+
+  results = {
+      "rows": rows,
+      "environment": {"backend": backend, "devices": [str(d) for d in jax.devices()],
+                      "jax": jax.__version__, "dtype": args.dtype, "repeats": args.repeats,
+                      "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                      "date": time.strftime("%Y-%m-%d")},
+      "reference": ({"/".join(k): v for k, v in REFERENCE_CPU.items()} if backend == "cpu" else {}),
+  }
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out + ".json.tmp", "w") as f:
+    json.dump(results, f, indent=1)
+  os.replace(out + ".json.tmp", out + ".json")
+  with open(out + ".md.tmp", "w") as f:
+    f.write(markdown(results))
+  os.replace(out + ".md.tmp", out + ".md")
+  return results
+
+
+if __name__ == "__main__":
+  sys.exit(main())
