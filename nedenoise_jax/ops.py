@@ -107,10 +107,10 @@ def sort_pool(x: jax.Array) -> jax.Array:
   c = x.shape[-1]
   if c % 2:
     raise ValueError(f"sort_pool needs an even number of channels (last axis), got shape {x.shape}")
-  pairs = x.reshape(*x.shape[:-1], c // 2, 2)
-  lo = jnp.min(pairs, axis=-1)
-  hi = jnp.max(pairs, axis=-1)
-  return jnp.stack([lo, hi], axis=-1).reshape(x.shape)
+  # Elementwise min/max of the even and odd channels: XLA fuses this into one
+  # pass, where a min/max reduction over a trailing axis of 2 is two slow passes.
+  a, b = x[..., 0::2], x[..., 1::2]
+  return jnp.stack([jnp.minimum(a, b), jnp.maximum(a, b)], axis=-1).reshape(x.shape)
 
 
 def affine_combination(x: jax.Array, y: jax.Array, alpha: jax.Array | float) -> jax.Array:
