@@ -181,14 +181,15 @@ def evaluate(module: nn.Module, variables, images, sigmas_255, *, blind: bool, s
 
   Returns ``{sigma: {"psnr": mean, "ssim": mean, "psnr_noisy": mean}}``.
   """
+  from nedenoise_jax.evaluate import noisy_image
+
   fn = scored_denoise_fn(module, blind)
   out = {}
   for s in sigmas_255:
     ps, ss, pn = [], [], []
     for i, img in enumerate(images):
-      rng = np.random.default_rng([seed, int(round(s * 100)), i])
       clean = img[None].astype(np.float32)
-      noisy = clean + np.float32(s / 255.0) * rng.standard_normal(clean.shape, np.float32)
+      noisy = noisy_image(clean, s, i, seed)  # the same noise as python -m nedenoise_jax.evaluate
       p, q, n = jax.device_get(fn(variables, noisy, clean, jnp.float32(s / 255.0)))
       ps.append(float(p[0]))
       ss.append(float(q[0]))
