@@ -62,16 +62,24 @@ def conv_flops(module, x, sigma) -> int:
   return total[0]
 
 
-def _time(fn, repeats: int) -> tuple[float, list[float]]:
+def _time_interleaved(runs: list, repeats: int) -> list[list[float]]:
+  """Times each of ``runs`` ``repeats`` times, one of each per round.
+
+  Interleaving the modes makes their ratios robust to the machine's slow
+  drifts (other processes, thermal state), which a block of repeats per mode
+  would attribute to one mode.
+  """
   import jax
 
-  jax.block_until_ready(fn())  # warm-up
-  times = []
+  for fn in runs:
+    jax.block_until_ready(fn())  # warm-up
+  times = [[] for _ in runs]
   for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return statistics.median(times), times
+    for fn, ts in zip(runs, times):
+      t = time.perf_counter()
+      jax.block_until_ready(fn())
+      ts.append(time.perf_counter() - t)
+  return times
 
 
 def _memory(compiled) -> dict:
@@ -98,20 +106,19 @@ def bench_inference(arch, mode, size, dtype, repeats):
   import jax.numpy as jnp
   import numpy as np
 
-  from nedenoise_jax import models
+  from nedenoise_jax import models, xla_options
 
   module = models.create(arch, mode=mode, blind=False, channels=1, dtype=jnp.dtype(dtype))
   x = jnp.asarray(np.random.default_rng(0).random((1, size, size, 1)), jnp.float32)
   sigma = jnp.full((1,), 25 / 255, jnp.float32)
-  variables = jax.jit(module.init)(jax.random.key(0), x, sigma)
-  fn = jax.jit(lambda v, x, s: module.apply(v, x, s))
+  variables = xla_options.jit(module.init)(jax.random.key(0), x, sigma)
+  fn = xla_options.jit(lambda v, x, s: module.apply(v, x, s))
   t = time.perf_counter()
   compiled = fn.lower(variables, x, sigma).compile()
   compile_s = time.perf_counter() - t
-  med, times = _time(lambda: compiled(variables, x, sigma), repeats)
   flops = conv_flops(module, x, sigma)
-  return {"compile_s": compile_s, "median_s": med, "times_s": times, "gflop": flops / 1e9,
-          "gflops_per_s": flops / med / 1e9, **_memory(compiled), **_device_peak()}
+  return (lambda: compiled(variables, x, sigma)), {
+      "compile_s": compile_s, "gflop": flops / 1e9, **_memory(compiled)}
 
 
 def bench_train(arch, mode, dtype, repeats):
@@ -121,7 +128,7 @@ def bench_train(arch, mode, dtype, repeats):
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from nedenoise_jax import config as config_lib
-  from nedenoise_jax import train
+  from nedenoise_jax import train, xla_options
 
   batch, patch = TRAIN_SHAPES[arch]
   c = config_lib.base_config(arch)
@@ -131,12 +138,12 @@ def bench_train(arch, mode, dtype, repeats):
   mesh = train.make_mesh()
   train.check_batch(batch, mesh)
   rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  state = jax.jit(functools.partial(train.init_state, module, tx, config=c), out_shardings=rep)(
+  state = xla_options.jit(functools.partial(train.init_state, module, tx, config=c), out_shardings=rep)(
       jax.random.key(0))
   rng = np.random.default_rng(0)
   data = {"clean": jax.device_put(rng.random((batch, patch, patch, 1), np.float32), shard),
           "sigma": jax.device_put(np.full((batch,), 25 / 255, np.float32), shard)}
-  step = jax.jit(functools.partial(train.train_step, module=module, tx=tx, loss="mse", blind=False),
+  step = xla_options.jit(functools.partial(train.train_step, module=module, tx=tx, loss="mse", blind=False),
                  in_shardings=(rep, shard), out_shardings=(rep, rep), donate_argnums=0)
   t = time.perf_counter()
   compiled = step.lower(state, data).compile()
@@ -147,11 +154,9 @@ def bench_train(arch, mode, dtype, repeats):
     holder[0], m = compiled(holder[0], data)
     return m["loss"]
 
-  med, times = _time(run, repeats)
   flops = 3 * conv_flops(module, jnp.zeros((batch, patch, patch, 1)), jnp.zeros((batch,)))
-  return {"compile_s": compile_s, "median_s": med, "times_s": times, "gflop": flops / 1e9,
-          "gflops_per_s": flops / med / 1e9, "devices": int(mesh.devices.size),
-          **_memory(compiled), **_device_peak()}
+  return run, {"compile_s": compile_s, "gflop": flops / 1e9, "devices": int(mesh.devices.size),
+               **_memory(compiled)}
 
 
 def markdown(results: dict) -> str:
@@ -185,7 +190,7 @@ def main(argv=None) -> int:
 
   import jax
 
-  from nedenoise_jax import train
+  from nedenoise_jax import train, xla_options
 
   if args.cpu_devices:
     train.configure_cpu_devices(args.cpu_devices, 16 if "fdncnn" in args.archs else 4)
@@ -195,16 +200,24 @@ def main(argv=None) -> int:
   rows = []
   for arch in args.archs.split(","):
     for task in args.tasks.split(","):
-      for mode in args.modes.split(","):
+      modes = args.modes.split(",")
+      runs, infos = [], []
+      for mode in modes:
         if task == "train":
-          r = bench_train(arch, mode, args.dtype, args.repeats)
+          run, info = bench_train(arch, mode, args.dtype, args.repeats)
         else:
-          r = bench_inference(arch, mode, int(task[len("infer"):]), args.dtype, args.repeats)
-        r.update(arch=arch, task=task, mode=mode)
+          run, info = bench_inference(arch, mode, int(task[len("infer"):]), args.dtype, args.repeats)
+        runs.append(run)
+        infos.append(info)
+      for mode, info, times in zip(modes, infos, _time_interleaved(runs, args.repeats)):
+        med = statistics.median(times)
+        r = {**info, "median_s": med, "times_s": times, "gflops_per_s": info["gflop"] / med,
+             **_device_peak(), "arch": arch, "task": task, "mode": mode}
         rows.append(r)
-        _write(out, rows, backend, args)  # after every row: a run cut short keeps what it measured
-        print(f"{arch:7s} {task:9s} {mode:12s} {r['median_s']:.4f} s  {r['gflops_per_s']:7.1f} GFLOP/s  "
+        print(f"{arch:7s} {task:9s} {mode:12s} {med:.4f} s  {r['gflops_per_s']:7.1f} GFLOP/s  "
               f"compile {r['compile_s']:.1f} s", flush=True)
+      del runs
+      _write(out, rows, backend, args)  # after every task: a run cut short keeps what it measured
   print(markdown(_write(out, rows, backend, args)))
   print(f"wrote {out}.json and {out}.md")
   return 0

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nedenoise_jax import data, models
+from nedenoise_jax import data, models, xla_options
 from nedenoise_jax import weights as weights_lib
 
 DILEMMA_RANGES = ((0.0, 1.0), (0.0, 255.0), (-1.0, 1.0), (0.25, 0.75), (0.45, 0.55), ("minmax",))
@@ -53,7 +53,7 @@ def adaptive_filters(module, variables, noisy: np.ndarray, sigma_255: float,
   x = jnp.asarray(noisy[None])
   out, vjp = jax.vjp(f, x)
 
-  @jax.jit
+  @xla_options.jit
   def row(i, j):
     ct = jnp.zeros_like(out).at[0, i, j, 0].set(1.0)
     return vjp(ct)[0][0].sum(-1)
@@ -67,7 +67,7 @@ def jacobian(module, variables, noisy: np.ndarray, sigma_255: float) -> np.ndarr
   x = jnp.asarray(noisy[None])
   out, vjp = jax.vjp(f, x)
   n = out.size
-  rows = jax.jit(jax.vmap(lambda ct: vjp(ct.reshape(out.shape))[0].reshape(-1)))
+  rows = xla_options.jit(jax.vmap(lambda ct: vjp(ct.reshape(out.shape))[0].reshape(-1)))
   eye = jnp.eye(n, dtype=out.dtype)
   return np.concatenate([np.asarray(rows(eye[k:k + 256])) for k in range(0, n, 256)])
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nedenoise_jax import models
+from nedenoise_jax import models, xla_options
 from nedenoise_jax import weights as weights_lib
 
 DEFAULT_MODELS = {1: "pretrained:gray-norm_equiv", 3: "pretrained:color-norm_equiv"}
@@ -91,7 +91,7 @@ def _dihedral(x: jax.Array, k: int, inverse: bool = False) -> jax.Array:
 
 
 def _make_apply(module, blind: bool, ensemble: bool):
-  @jax.jit
+  @xla_options.jit
   def apply(variables, x, sigma):
     s = None if blind else sigma
     if not ensemble:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nedenoise_jax import data, metrics, models
+from nedenoise_jax import data, metrics, models, xla_options
 from nedenoise_jax import weights as weights_lib
 
 
@@ -91,7 +91,7 @@ def noisy_image(clean: np.ndarray, sigma_255: float, index: int, seed: int = 0) 
 
 
 def _scorer(model: Model):
-  @jax.jit
+  @xla_options.jit
   def fn(variables, noisy, clean, sigma):
     den = model.module.apply(variables, noisy, None if model.blind else sigma)
     return metrics.psnr(den, clean), metrics.ssim(den, clean), metrics.psnr(noisy, clean), metrics.ssim(noisy, clean)

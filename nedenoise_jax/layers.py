@@ -99,6 +99,11 @@ class Conv(nn.Module):
       constrained input channels and taps) or ``"zero_sum"`` (sums to 0).
     free_channels: trailing input channels excluded from the constraint.
     parametrization: ``"centre"`` or ``"roll"``, see :func:`ops.affine_kernel`.
+    in_halves, out_halves: the input (output) channels are in the order of
+      ``ops.sort_pool(..., layout="halves")``, i.e. ``ops.to_halves`` of the
+      stored order; the kernel is permuted to match, so the stored parameters,
+      the constraint and the result (up to that channel order) do not change.
+      Set between a convolution, a SortPool and the next convolution.
     dtype: compute dtype (``None``: the input's). The constrained kernel is
       formed in at least float32 before the cast, so its sums stay exact.
     param_dtype: dtype of the stored parameters.
@@ -112,6 +117,8 @@ class Conv(nn.Module):
   constraint: Optional[Literal["affine", "zero_sum"]] = None
   free_channels: int = 0
   parametrization: ops.Parametrization = "centre"
+  in_halves: bool = False
+  out_halves: bool = False
   kernel_scale: float = 2.0
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
@@ -146,6 +153,12 @@ class Conv(nn.Module):
     if self.constraint is not None:
       self.sow("intermediates", "kernel_sums",
                ops.kernel_sums(kernel, free_channels=self.free_channels))
+    if self.in_halves:
+      if self.free_channels:
+        raise ValueError("Conv: in_halves needs free_channels=0 (the input comes from a SortPool)")
+      kernel = ops.to_halves(kernel, axis=2)
+    if self.out_halves:
+      kernel = ops.to_halves(kernel, axis=3)
     x = x.astype(dtype)
     if self.padding == "valid":
       pad = "VALID"
@@ -159,6 +172,8 @@ class Conv(nn.Module):
     y = ops.conv2d(x, kernel, self.strides, pad)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+      if self.out_halves:
+        bias = ops.to_halves(bias)
       y = y + bias.astype(dtype)
     return y
 
@@ -208,16 +223,29 @@ class Residual(nn.Module):
 
 
 def activation(spec: ModeSpec, x: jax.Array) -> jax.Array:
-  return ops.sort_pool(x) if spec.sort_pool else nn.relu(x)
+  """ReLU, or SortPool in the ``halves`` layout (see :func:`uses_halves`)."""
+  return ops.sort_pool(x, "halves") if spec.sort_pool else nn.relu(x)
+
+
+def uses_halves(spec: ModeSpec) -> bool:
+  """Whether the convolutions around :func:`activation` exchange ``halves``-ordered channels.
+
+  With SortPool, the convolution before it writes its channels in the
+  ``ops.to_halves`` order and the one after it reads them so (both kernels
+  permuted, the stored parameters unchanged): the activation then works on
+  two contiguous halves instead of interleaved pairs.
+  """
+  return spec.sort_pool
 
 
 def conv(spec: ModeSpec, features: int, kernel_size=(3, 3), *, strides: int = 1,
          padding: Optional[str] = None, use_bias: Optional[bool] = None, free_channels: int = 0,
          parametrization: ops.Parametrization = "centre", dtype=None, param_dtype=jnp.float32,
+         in_halves: bool = False, out_halves: bool = False,
          name: Optional[str] = None) -> Conv:
   """The convolution a mode uses; ``padding``/``use_bias`` override the mode's choice."""
   common = dict(features=features, kernel_size=tuple(kernel_size), strides=strides, dtype=dtype,
-                param_dtype=param_dtype, name=name)
+                param_dtype=param_dtype, in_halves=in_halves, out_halves=out_halves, name=name)
   if spec.constraint == "affine":
     return AffineConv(padding=padding or "reflect", free_channels=free_channels,
                       parametrization=parametrization, **common)
@@ -268,9 +296,10 @@ class ResBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kw = dict(use_bias=self.use_bias, parametrization=self.parametrization, dtype=self.dtype,
               param_dtype=self.param_dtype)
-    y = conv(self.spec, self.features, name="conv1", **kw)(x)
+    halves = uses_halves(self.spec)
+    y = conv(self.spec, self.features, out_halves=halves, name="conv1", **kw)(x)
     y = activation(self.spec, y)
-    y = conv(self.spec, self.features, name="conv2", **kw)(y)
+    y = conv(self.spec, self.features, in_halves=halves, name="conv2", **kw)(y)
     return Residual(self.spec, self.param_dtype, name="residual")(x, y)
 
 

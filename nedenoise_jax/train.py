@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nedenoise_jax import data, metrics, models
+from nedenoise_jax import data, metrics, models, xla_options
 
 
 class TrainingError(RuntimeError):
@@ -168,7 +168,7 @@ def scored_denoise_fn(module: nn.Module, blind: bool):
   ``sigma`` is ignored when ``blind``.
   """
 
-  @jax.jit
+  @xla_options.jit
   def fn(variables, noisy, clean, sigma):
     den = module.apply(variables, noisy, None if blind else sigma)
     return metrics.psnr(den, clean), metrics.ssim(den, clean), metrics.psnr(noisy, clean)
@@ -294,7 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       f.write(config.to_json(indent=2))
 
   key = jax.random.key(config.seed)
-  init = jax.jit(functools.partial(init_state, module, tx, config=config),
+  init = xla_options.jit(functools.partial(init_state, module, tx, config=config),
                  out_shardings=replicated)
   if latest is None:
     state = init(key)
@@ -303,7 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = restore_state(mngr, latest, abstract_state(module, tx, config, replicated))
     start = int(latest)
 
-  step_fn = jax.jit(
+  step_fn = xla_options.jit(
       functools.partial(train_step, module=module, tx=tx, loss=config.train.loss,
                         blind=config.model.blind),
       in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),

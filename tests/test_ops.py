@@ -127,20 +127,77 @@ def test_sigma_map_forms_and_errors():
 
 
 
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _grads(fn, *args):
+  """Gradients of a non-linear scalar function of ``fn(*args)``, w.r.t. every argument."""
+  return jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=tuple(range(len(args))))(*args)
+
+
 @pytest.mark.parametrize("ksize", [(3, 3), (2, 2), (1, 3), (5, 4)])
 @pytest.mark.parametrize("size", [(7, 9), (5, 5), (4, 11)])
-def test_conv2d_valid_equals_direct(ksize, size):
-  """The CPU form (SAME conv, border cropped) gives the plain VALID convolution."""
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_conv2d_and_its_gradients_equal_lax(ksize, size, padding):
+  """Zero-padded convolutions have a hand-written VJP (kernel gradient from the padded input)."""
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((2, *size, 3)), jnp.float32)
-  k = jnp.asarray(rng.standard_normal((*ksize, 3, 4)), jnp.float32)
-  want = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  got = jax.jit(ops.conv2d)(x, k)
-  assert got.shape == want.shape
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  # and its gradients
-  f = lambda fn: jax.grad(lambda x, k: jnp.sum(jnp.sin(fn(x, k))), argnums=(0, 1))(x, k)  # noqa: E731
-  direct = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",  # noqa: E731
-                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  for a, b in zip(f(ops.conv2d), f(direct)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  pad = "VALID" if padding == "VALID" else ops.same_padding(ksize)
+  direct = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), pad, dimension_numbers=_DN)  # noqa: E731
+  ours = lambda x, k: ops.conv2d(x, k, 1, pad)  # noqa: E731
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.standard_normal((2, *size, 3)), jnp.float64)
+    k = jnp.asarray(rng.standard_normal((*ksize, 3, 4)), jnp.float64)
+    np.testing.assert_allclose(jax.jit(ours)(x, k), direct(x, k), rtol=1e-12, atol=1e-12)
+    for a, b in zip(jax.jit(lambda x, k: _grads(ours, x, k))(x, k), _grads(direct, x, k)):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("size,pad", [((5, 7), ((1, 1), (1, 1))), ((1, 3), ((1, 1), (2, 0))),
+                                      ((3, 2), ((4, 5), (3, 1))), ((9, 4), ((0, 0), (2, 2))),
+                                      ((2, 2), ((1, 0), (0, 1)))])
+def test_reflect_pad_values_and_gradient(size, pad):
+  """The gather form and its hand-written gradient against the definition (float64)."""
+  h, w = size
+  with jax.enable_x64(True):
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, h, w, 3)))
+    ih, iw = ops.reflect_indices(h, *pad[0]), ops.reflect_indices(w, *pad[1])
+    plain = lambda x: x[:, ih][:, :, iw]  # noqa: E731  (autodiff: a scatter-add)
+    np.testing.assert_array_equal(ops.reflect_pad(x, pad), plain(x))
+    if min(h, w) > max(max(pad)):
+      want = jnp.pad(x, ((0, 0), *pad, (0, 0)), mode="reflect")
+      np.testing.assert_array_equal(ops.reflect_pad(x, pad), want)
+    np.testing.assert_allclose(jax.jit(lambda x: _grads(lambda x: ops.reflect_pad(x, pad), x))(x)[0],
+                               _grads(plain, x)[0], rtol=1e-12, atol=1e-12)
+  with pytest.raises(ValueError, match="non-negative"):
+    ops.reflect_pad(x, ((-1, 0), (0, 0)))
+
+
+def test_reflect_indices():
+  np.testing.assert_array_equal(ops.reflect_indices(3, 1, 1), [1, 0, 1, 2, 1])
+  np.testing.assert_array_equal(ops.reflect_indices(3, 4, 0), [0, 1, 2, 1, 0, 1, 2])
+  np.testing.assert_array_equal(ops.reflect_indices(1, 2, 1), [0, 0, 0, 0])
+
+
+def test_sort_pool_halves_layout_and_gradient():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.standard_normal((2, 3, 5, 8)), jnp.float32)
+  # The halves layout is the same activation on to_halves-ordered channels.
+  np.testing.assert_array_equal(ops.sort_pool(ops.to_halves(x), "halves"),
+                                ops.to_halves(ops.sort_pool(x)))
+  np.testing.assert_array_equal(ops.from_halves(ops.to_halves(x)), x)
+  np.testing.assert_array_equal(ops.to_halves(jnp.arange(6.0)), [0, 2, 4, 1, 3, 5])
+  np.testing.assert_array_equal(ops.to_halves(jnp.arange(8.0).reshape(2, 4), axis=0),
+                                jnp.arange(8.0).reshape(2, 4))
+  # Hand-written gradient (a routing of the output gradient) = autodiff of the pairs form.
+  h = ops.to_halves(x)
+  got = jax.grad(lambda h: jnp.sum(jnp.sin(3 * ops.sort_pool(h, "halves"))))(h)
+  want = jax.grad(lambda h: jnp.sum(jnp.sin(3 * ops.to_halves(ops.sort_pool(ops.from_halves(h))))))(h)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # On ties the gradient goes to one input each (sums are kept).
+  tie = jnp.ones((1, 4))
+  g = jax.grad(lambda t: jnp.sum(ops.sort_pool(t, "halves") * jnp.asarray([1.0, 2.0, 3.0, 4.0])))(tie)
+  np.testing.assert_array_equal(g, [[1.0, 2.0, 3.0, 4.0]])
+  with pytest.raises(ValueError, match="layout"):
+    ops.sort_pool(x, "bogus")
+  with pytest.raises(ValueError, match="even"):
+    ops.to_halves(jnp.ones((3,)))
