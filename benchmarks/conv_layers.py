@@ -1,0 +1,152 @@
+"""Convolution throughput per layer shape: forward, input gradient, kernel gradient.
+
+    python benchmarks/conv_layers.py [--repeats 7] [--cpu_devices -1] [--out STEM]
+
+The 3x3 stride-1 layers of full-size FDnCNN (16x64x64, 64 channels) and DRUNet
+(4x128x128 at 64 channels down to 4x16x16 at 512), batch-sharded over the
+devices as in a training step, in the two forms the models use: zero-padded
+(``ordinary``/``scale_equiv``: ``ops.conv2d`` with SAME padding) and
+reflect-padded (``norm_equiv``: ``ops.reflect_pad`` then a VALID
+``ops.conv2d``). Each part is its own jitted program (``xla_options.jit``),
+timed as the median of ``--repeats`` runs after a warm-up; GFLOP/s count
+2 x multiply-adds of the convolution. On the CPU the script also measures the
+float32 peak it compares with: numpy's sgemm (the BLAS numpy ships with) on
+4096x4096 matrices, all cores. JSON and markdown next to ``bench.py``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+SHAPES = [  # (model, batch, size, channels)
+    ("fdncnn", 16, 64, 64),
+    ("drunet level 0", 4, 128, 64),
+    ("drunet level 1", 4, 64, 128),
+    ("drunet level 2", 4, 32, 256),
+    ("drunet level 3", 4, 16, 512),
+]
+
+
+def sgemm_peak(n: int = 4096, repeats: int = 5) -> float:
+  import numpy as np
+
+  a = np.random.default_rng(0).random((n, n), np.float32)
+  a @ a
+  best = min(_timed(lambda: a @ a) for _ in range(repeats))
+  return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+  t = time.perf_counter()
+  fn()
+  return time.perf_counter() - t
+
+
+def measure(repeats: int) -> list[dict]:
+  import jax
+  import numpy as np
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from nedenoise_jax import ops, train, xla_options
+
+  mesh = train.make_mesh()
+  shard, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+  forms = {
+      "zero-padded": lambda x, k: ops.conv2d(x, k, 1, ops.same_padding((3, 3))),
+      "reflect-padded": lambda x, k: ops.conv2d(ops.reflect_pad(x, ((1, 1), (1, 1))), k),
+  }
+  rows = []
+  rng = np.random.default_rng(0)
+  for model, n, s, c in SHAPES:
+    x = jax.device_put(rng.random((n, s, s, c), np.float32), shard)
+    g = jax.device_put(rng.random((n, s, s, c), np.float32), shard)
+    k = jax.device_put((rng.standard_normal((3, 3, c, c)) * 0.02).astype(np.float32), rep)
+    gflop = 2 * n * s * s * c * c * 9 / 1e9
+    for form, f in forms.items():
+      parts = {
+          "forward": (xla_options.jit(f, out_shardings=shard), (x, k)),
+          "input gradient": (xla_options.jit(lambda x, k, g, f=f: jax.vjp(f, x, k)[1](g)[0],
+                                             out_shardings=shard), (x, k, g)),
+          "kernel gradient": (xla_options.jit(lambda x, k, g, f=f: jax.vjp(f, x, k)[1](g)[1],
+                                              out_shardings=rep), (x, k, g)),
+      }
+      for part, (fn, args) in parts.items():
+        jax.block_until_ready(fn(*args))
+        times = []
+        for _ in range(repeats):
+          t = time.perf_counter()
+          jax.block_until_ready(fn(*args))
+          times.append(time.perf_counter() - t)
+        med = statistics.median(times)
+        rows.append({"model": model, "shape": [n, s, s, c], "form": form, "part": part,
+                     "median_s": med, "times_s": times, "gflop": gflop,
+                     "gflops_per_s": gflop / med})
+        print(f"{model:15s} {form:15s} {part:16s} {med * 1e3:7.1f} ms {gflop / med:6.1f} GFLOP/s",
+              flush=True)
+  return rows
+
+
+def markdown(results: dict) -> str:
+  peak = results.get("sgemm_peak_gflops")
+  lines = ["| layer | N×H×W×C | form | forward | input gradient | kernel gradient |",
+           "|---|---|---|--:|--:|--:|"]
+  table: dict = {}
+  for r in results["rows"]:
+    table.setdefault((r["model"], tuple(r["shape"]), r["form"]), {})[r["part"]] = r["gflops_per_s"]
+
+  def cell(v):
+    return f"{v:.0f}" + (f" ({100 * v / peak:.0f}%)" if peak else "")
+
+  for (model, shape, form), parts in table.items():
+    lines.append(f"| {model} | {'×'.join(map(str, shape))} | {form} | "
+                 + " | ".join(cell(parts[p]) for p in ("forward", "input gradient", "kernel gradient"))
+                 + " |")
+  head = f"GFLOP/s (percent of the {peak:.0f} GFLOP/s numpy sgemm peak)\n\n" if peak else "GFLOP/s\n\n"
+  return head + "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--repeats", type=int, default=7)
+  p.add_argument("--cpu_devices", type=int, default=-1,
+                 help="CPU only: JAX devices to split the CPU into (-1: one per core, as train.py)")
+  p.add_argument("--out", default=None, help="output stem (default benchmarks/results/conv_<platform>)")
+  args = p.parse_args(argv)
+
+  import jax
+
+  from nedenoise_jax import train
+
+  if args.cpu_devices:
+    train.configure_cpu_devices(args.cpu_devices, 4)
+  backend = jax.default_backend()
+  peak = sgemm_peak() if backend == "cpu" else None
+  if peak:
+    print(f"numpy sgemm 4096^3: {peak:.1f} GFLOP/s", flush=True)
+  results = {"rows": measure(args.repeats), "sgemm_peak_gflops": peak,
+             "environment": {"backend": backend, "devices": [str(d) for d in jax.devices()],
+                             "jax": jax.__version__, "repeats": args.repeats,
+                             "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                             "date": time.strftime("%Y-%m-%d")}}
+  out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                 f"conv_{backend}")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  for ext, text in ((".json", json.dumps(results, indent=1)), (".md", markdown(results))):
+    with open(out + ext + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(out + ext + ".tmp", out + ext)
+  print(markdown(results))
+  print(f"wrote {out}.json and {out}.md")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
