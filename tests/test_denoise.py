@@ -36,6 +36,18 @@ def test_tiled_equals_whole(arch, blind):
     np.testing.assert_allclose(tiled, whole, atol=1e-5, rtol=0)
 
 
+def test_tile_progress_bar(capsys):
+  model = _model()
+  img = np.random.default_rng(2).random((40, 30)).astype(np.float32)
+  quiet = dn.denoise(img, model, tile=16)
+  assert "tiles" not in capsys.readouterr().err
+  shown = dn.denoise(img, model, tile=16, progress=True)
+  assert "6/6" in capsys.readouterr().err  # 3 x 2 tiles
+  np.testing.assert_array_equal(shown, quiet)
+  dn.denoise(img, model, progress=True)  # one window: no bar
+  assert "tiles" not in capsys.readouterr().err
+
+
 def test_tiled_drunet_close_to_whole():
   """DRUNet's receptive field exceeds any practical overlap: close, not equal (README)."""
   model = _model("drunet", mode="norm_equiv")
@@ -133,6 +145,7 @@ def test_cli_files(tmp_path):
   r = _cli(str(src), "--out", str(out), cwd=tmp_path)
   assert r.returncode == 1, r.stderr  # one file failed, the others were written
   assert "broken.png" in r.stderr
+  assert "RuntimeWarning" not in r.stderr  # runpy's warning about `-m nedenoise_jax.denoise`
   assert "denoised 4 of 5" in r.stdout
   assert np.asarray(Image.open(out / "g.png")).shape == (20, 24)
   rgba_in, rgba_out = np.asarray(Image.open(src / "rgba.png")), np.asarray(Image.open(out / "rgba.png"))
