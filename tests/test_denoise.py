@@ -161,3 +161,42 @@ def test_cli_files(tmp_path):
   r = _cli(str(src / "g.png"), "--out", str(src), "--force", cwd=tmp_path)
   assert r.returncode == 2 and "overwrite the input" in r.stderr
   assert not any(p.name.startswith(".tmp") for p in out.iterdir())
+
+
+def test_cli_same_image_in_every_range_and_bit_depth(tmp_path):
+  """One noisy image stored as float [0, 1], float [1000, 39250], 16-bit and 8-bit.
+
+  Built from 8-bit values, so the four files hold exactly the same picture up
+  to an affine map. An NE model's outputs agree after mapping back: the two
+  float files to 1e-4 of the range, the integer files to within their rounding.
+  """
+  from PIL import Image
+  import tifffile
+
+  module, variables = _model()
+  weights = nj.save_weights(tmp_path / "ne.nedenoise", module, variables)
+  rng = np.random.default_rng(3)
+  yy, xx = np.mgrid[0:37, 0:53]
+  clean = 128 + 80 * np.sin(yy / 5.0) * np.cos(xx / 7.0)
+  u8 = np.clip(np.rint(clean + rng.normal(0, 25, clean.shape)), 0, 255).astype(np.uint8)
+  unit = u8.astype(np.float32) / 255
+  lo, hi = 1000.0, 39250.0
+  src = tmp_path / "in"
+  src.mkdir()
+  tifffile.imwrite(src / "unit.tif", unit)
+  tifffile.imwrite(src / "wide.tif", (unit.astype(np.float64) * (hi - lo) + lo).astype(np.float32))
+  tifffile.imwrite(src / "u16.tif", u8.astype(np.uint16) * 257)  # 65535 / 255 = 257: exact
+  Image.fromarray(u8).save(src / "u8.png")
+  out = tmp_path / "out"
+  r = _cli(str(src), "--out", str(out), "--model", str(weights), cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  f = tifffile.imread(out / "unit.tif").astype(np.float64)
+  wide = (tifffile.imread(out / "wide.tif").astype(np.float64) - lo) / (hi - lo)
+  assert np.max(np.abs(wide - f)) <= 1e-4 * (f.max() - f.min())
+  u16 = tifffile.imread(out / "u16.tif")
+  assert u16.dtype == np.uint16
+  np.testing.assert_allclose(u16 / 65535.0, np.clip(f, 0, 1), rtol=0, atol=0.5 / 65535 + 1e-5)
+  out8 = np.asarray(Image.open(out / "u8.png"))
+  assert out8.dtype == np.uint8
+  np.testing.assert_allclose(out8 / 255.0, np.clip(f, 0, 1), rtol=0, atol=0.5 / 255 + 1e-5)
+  assert np.abs(f - unit).max() > 0.05  # the model did change the image
