@@ -28,7 +28,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-# The authors' PyTorch code on this project's 2-core CPU (2 threads), medians in seconds.
+# The authors' PyTorch code on the project's earlier 2-core AVX2 CPU (2 threads), medians in seconds,
+# as the performance issue quotes them. On another machine, time it there: bench_reference.py.
 REFERENCE_CPU = {
     ("fdncnn", "train", "ordinary"): 1.85, ("fdncnn", "train", "norm_equiv"): 2.1,
     ("drunet", "train", "ordinary"): 5.6, ("drunet", "train", "norm_equiv"): 6.1,
@@ -36,6 +37,20 @@ REFERENCE_CPU = {
     ("drunet", "infer256", "ordinary"): 1.67, ("drunet", "infer256", "norm_equiv"): 1.84,
 }
 TRAIN_SHAPES = {"fdncnn": (16, 64), "drunet": (4, 128)}
+
+
+def cpu_model() -> str:
+  """The CPU's model name and vector extensions (AVX2 / AVX-512), from /proc/cpuinfo."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      info = f.read()
+  except OSError:
+    return platform.processor() or platform.machine()
+  name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+  flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+  ext = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+  family = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("cpu family")), "?")
+  return f"{name} (family {family}, {ext})"
 
 
 def conv_flops(module, x, sigma) -> int:
@@ -62,22 +77,25 @@ def conv_flops(module, x, sigma) -> int:
   return total[0]
 
 
-def _time_interleaved(runs: list, repeats: int) -> list[list[float]]:
+def _time_interleaved(runs: list, repeats: int, block=None) -> list[list[float]]:
   """Times each of ``runs`` ``repeats`` times, one of each per round.
 
   Interleaving the modes makes their ratios robust to the machine's slow
   drifts (other processes, thermal state), which a block of repeats per mode
-  would attribute to one mode.
+  would attribute to one mode. ``block`` waits for a result (default
+  ``jax.block_until_ready``; the identity for eager PyTorch).
   """
-  import jax
+  if block is None:
+    import jax
 
+    block = jax.block_until_ready
   for fn in runs:
-    jax.block_until_ready(fn())  # warm-up
+    block(fn())  # warm-up
   times = [[] for _ in runs]
   for _ in range(repeats):
     for fn, ts in zip(runs, times):
       t = time.perf_counter()
-      jax.block_until_ready(fn())
+      block(fn())
       ts.append(time.perf_counter() - t)
   return times
 
@@ -186,7 +204,18 @@ def main(argv=None) -> int:
   p.add_argument("--cpu_devices", type=int, default=-1,
                  help="CPU only: JAX devices to split the CPU into (-1: one per core, as train.py)")
   p.add_argument("--out", default=None, help="output stem (default benchmarks/results/bench_<platform>)")
+  p.add_argument("--reference", default=None,
+                 help="JSON from bench_reference.py (the authors' PyTorch code timed on this machine) "
+                      "for the reference column; default on a CPU: the medians the performance issue "
+                      "quotes, measured on the project's earlier AVX2 machine")
   args = p.parse_args(argv)
+  args.reference_times = {"/".join(k): v for k, v in REFERENCE_CPU.items()}
+  args.reference_env = {"source": "performance issue, earlier 2-core AVX2 machine, 2 threads"}
+  if args.reference:
+    with open(args.reference) as f:
+      ref = json.load(f)
+    args.reference_times, args.reference_env = ref["reference"], {"source": args.reference,
+                                                                  **ref.get("environment", {})}
 
   import jax
 
@@ -231,8 +260,9 @@ def _write(out, rows, backend, args) -> dict:
       "environment": {"backend": backend, "devices": [str(d) for d in jax.devices()],
                       "jax": jax.__version__, "dtype": args.dtype, "repeats": args.repeats,
                       "machine": platform.machine(), "cpu_count": os.cpu_count(),
-                      "date": time.strftime("%Y-%m-%d")},
-      "reference": ({"/".join(k): v for k, v in REFERENCE_CPU.items()} if backend == "cpu" else {}),
+                      "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d")},
+      "reference": args.reference_times if backend == "cpu" else {},
+      "reference_environment": args.reference_env if backend == "cpu" else {},
   }
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out + ".json.tmp", "w") as f:

@@ -1,0 +1,136 @@
+"""Times the authors' PyTorch models on this machine, for bench.py's reference column.
+
+    git clone https://github.com/sherbret/normalization_equivariant_nn /tmp/nenn
+    pip install torch            # the CPU build is enough
+    python benchmarks/bench_reference.py --repo /tmp/nenn
+    python benchmarks/bench.py --reference benchmarks/results/reference_cpu.json
+
+The authors' code is AGPL and is not part of this project: this script only
+imports it from the checkout given by ``--repo`` (``models/fdncnn.py``,
+``models/drunet.py``), builds the full-size non-blind gray FDnCNN and DRUNet
+in their ``ordinary``, ``scale-equiv`` and ``norm-equiv`` modes, and times the
+same tasks as ``bench.py`` with ``torch.set_num_threads`` (default: all cores):
+inference on 1x1xSxS under ``torch.inference_mode``; one training step
+(noise added, forward, MSE, backward, Adam) on 16x1x64x64 (FDnCNN) and
+4x1x128x128 (DRUNet). Median of ``--repeats`` runs after two warm-ups, the
+modes of one model and task interleaved round by round as in ``bench.py``.
+Writes ``<out>.json`` and ``<out>.md``; the JSON's ``reference`` dict has the
+keys ``bench.py --reference`` reads (``arch/task/mode`` with our mode names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+
+from bench import TRAIN_SHAPES, _time_interleaved, cpu_model  # noqa: E402
+
+# Our mode names -> the authors'. ``wrapped`` has no counterpart in their code.
+MODES = {"ordinary": "ordinary", "scale_equiv": "scale-equiv", "norm_equiv": "norm-equiv"}
+
+
+def _import_models(repo: str):
+  models_dir = os.path.join(os.path.abspath(repo), "models")
+  for name in ("fdncnn.py", "drunet.py", "basicblocks.py"):
+    if not os.path.isfile(os.path.join(models_dir, name)):
+      raise SystemExit(f"bench_reference: {os.path.join(models_dir, name)} not found; --repo must be a "
+                       "checkout of github.com/sherbret/normalization_equivariant_nn")
+  sys.path.insert(0, models_dir)  # their modules import each other by bare name
+  import drunet  # noqa: PLC0415
+  import fdncnn  # noqa: PLC0415
+  return {"fdncnn": fdncnn.FDnCNN, "drunet": drunet.DRUNet}
+
+
+def _inference(torch, cls, mode, size):
+  torch.manual_seed(0)
+  model = cls(in_nc=1, out_nc=1, blind=False, mode=MODES[mode]).eval()
+  x = torch.rand(1, 1, size, size)
+  sigma = torch.full((1, 1, 1, 1), 25 / 255)
+
+  def run():
+    with torch.inference_mode():
+      return model(x, sigma)
+
+  return run
+
+
+def _train(torch, cls, mode, arch):
+  batch, patch = TRAIN_SHAPES[arch]
+  torch.manual_seed(0)
+  model = cls(in_nc=1, out_nc=1, blind=False, mode=MODES[mode]).train()
+  opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+  clean = torch.rand(batch, 1, patch, patch)
+  sigma = torch.full((batch, 1, 1, 1), 25 / 255)
+
+  def run():
+    noisy = clean + sigma * torch.randn_like(clean)
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.mse_loss(model(noisy, sigma), clean)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+  return run
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--repo", required=True, help="checkout of sherbret/normalization_equivariant_nn")
+  p.add_argument("--archs", default="fdncnn,drunet")
+  p.add_argument("--modes", default="ordinary,norm_equiv")
+  p.add_argument("--tasks", default="infer256,train")
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--threads", type=int, default=os.cpu_count())
+  p.add_argument("--out", default=os.path.join(HERE, "results", "reference_cpu"))
+  args = p.parse_args(argv)
+  unknown = [m for m in args.modes.split(",") if m not in MODES]
+  if unknown:
+    p.error(f"--modes: {unknown} not in the authors' code; choose from {sorted(MODES)}")
+
+  import torch  # noqa: PLC0415
+
+  torch.set_num_threads(args.threads)
+  classes = _import_models(args.repo)
+  rows = []
+  for arch in args.archs.split(","):
+    for task in args.tasks.split(","):
+      modes = args.modes.split(",")
+      runs = [_train(torch, classes[arch], m, arch) if task == "train"
+              else _inference(torch, classes[arch], m, int(task[len("infer"):])) for m in modes]
+      for run in runs:  # a second warm-up: oneDNN picks its kernels on the first calls
+        run()
+      for mode, times in zip(modes, _time_interleaved(runs, args.repeats, block=lambda r: r)):
+        med = statistics.median(times)
+        rows.append({"arch": arch, "task": task, "mode": mode, "median_s": med, "times_s": times})
+        print(f"{arch:7s} {task:9s} {mode:12s} {med:.4f} s", flush=True)
+  results = {
+      "rows": rows,
+      "reference": {f"{r['arch']}/{r['task']}/{r['mode']}": r["median_s"] for r in rows},
+      "environment": {"torch": torch.__version__, "threads": args.threads, "cpu": cpu_model(),
+                      "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                      "repeats": args.repeats, "date": time.strftime("%Y-%m-%d")},
+  }
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out + ".json.tmp", "w") as f:
+    json.dump(results, f, indent=1)
+  os.replace(args.out + ".json.tmp", args.out + ".json")
+  lines = ["| model | task | mode | authors' PyTorch (s) |", "|---|---|---|---:|"]
+  lines += [f"| {r['arch']} | {r['task']} | {r['mode']} | {r['median_s']:.4f} |" for r in rows]
+  with open(args.out + ".md.tmp", "w") as f:
+    f.write("\n".join(lines) + "\n")
+  os.replace(args.out + ".md.tmp", args.out + ".md")
+  print(f"wrote {args.out}.json and {args.out}.md")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
