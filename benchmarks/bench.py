@@ -40,17 +40,19 @@ TRAIN_SHAPES = {"fdncnn": (16, 64), "drunet": (4, 128)}
 
 
 def cpu_model() -> str:
-  """The CPU's model name and vector extensions (AVX2 / AVX-512), from /proc/cpuinfo."""
+  """The CPU's model name, family and vector extensions (AVX2 / AVX-512), from /proc/cpuinfo."""
   try:
     with open("/proc/cpuinfo") as f:
-      info = f.read()
+      lines = f.read().splitlines()
   except OSError:
     return platform.processor() or platform.machine()
-  name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-  flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+  fields: dict = {}
+  for ln in lines:  # the first processor's entries
+    key, _, value = ln.partition(":")
+    fields.setdefault(key.strip(), value.strip())
+  flags = set(fields.get("flags", "").split())
   ext = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-  family = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("cpu family")), "?")
-  return f"{name} (family {family}, {ext})"
+  return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, {ext})"
 
 
 def conv_flops(module, x, sigma) -> int:

@@ -1,7 +1,7 @@
 """Times the authors' PyTorch models on this machine, for bench.py's reference column.
 
     git clone https://github.com/sherbret/normalization_equivariant_nn /tmp/nenn
-    pip install torch            # the CPU build is enough
+    pip install -c .ci/requirements.txt -e ".[torch]"   # torch, CPU build
     python benchmarks/bench_reference.py --repo /tmp/nenn
     python benchmarks/bench.py --reference benchmarks/results/reference_cpu.json
 
