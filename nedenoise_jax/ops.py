@@ -197,8 +197,38 @@ def affine_combination(x: jax.Array, y: jax.Array, alpha: jax.Array | float) -> 
 
   Computed as ``y + alpha*(x - y)`` so that a common shift of ``x`` and ``y``
   cancels exactly in the difference (float rounding does not depend on it).
+  For ``x``, ``y`` of one shape and a scalar ``alpha`` it is differentiated by
+  hand (see ``_affine_combination_bwd``).
   """
+  if jnp.shape(alpha) == () and jnp.shape(x) == jnp.shape(y) and jnp.ndim(x) >= 1 and jnp.size(x):
+    return _affine_combination(x, y, jnp.asarray(alpha, jnp.result_type(x, y)))
   return y + alpha * (x - y)
+
+
+@jax.custom_vjp
+def _affine_combination(x: jax.Array, y: jax.Array, alpha: jax.Array) -> jax.Array:
+  return y + alpha * (x - y)
+
+
+def _affine_combination_fwd(x, y, alpha):
+  return _affine_combination(x, y, alpha), (x, y, alpha)
+
+
+def _affine_combination_bwd(res, g):
+  x, y, alpha = res
+  # alpha's gradient sums g*(x - y) over every element. As one reduction to a
+  # scalar, XLA:CPU runs it as a serial chain of additions (strict float
+  # semantics forbid reassociating them); summed over all but the channel axis
+  # first, it runs as one vector of independent sums per channel. NE DRUNet's
+  # training step: 3.20 -> 3.03 s on a 2-core AVX-512 CPU (ordinary 2.83 s).
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  prod = (g * (x - y)).astype(acc).reshape(-1, x.shape[-1])
+  g_alpha = jnp.sum(jnp.sum(prod, axis=0)).astype(alpha.dtype)
+  gx = alpha * g
+  return gx, g - gx, g_alpha
+
+
+_affine_combination.defvjp(_affine_combination_fwd, _affine_combination_bwd)
 
 
 def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:

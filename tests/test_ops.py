@@ -78,6 +78,27 @@ def test_affine_combination_is_ne():
                              3 * ops.affine_combination(x, y, 0.25) + 7, rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(3,), (2, 5, 7, 6), (1, 9, 1, 1)])
+def test_affine_combination_gradient_equals_autodiff(dtype, shape):
+  """The hand-written VJP (per-channel sums for alpha) = autodiff of the plain formula."""
+  rng = np.random.default_rng(4)
+  x, y, w = (jnp.asarray(rng.standard_normal(shape) * 50 - 20, dtype) for _ in range(3))
+  alpha = jnp.asarray(0.3, dtype)
+
+  def loss(f):
+    return lambda x, y, a: jnp.sum(jnp.sin(f(x, y, a)) * w)
+
+  got = jax.grad(loss(ops.affine_combination), argnums=(0, 1, 2))(x, y, alpha)
+  want = jax.grad(loss(lambda x, y, a: y + a * (x - y)), argnums=(0, 1, 2))(x, y, alpha)
+  tol = 1e-5 if dtype == jnp.float32 else 1e-12
+  for g, v in zip(got, want):
+    assert g.dtype == v.dtype and g.shape == v.shape
+    np.testing.assert_allclose(g, v, rtol=tol, atol=tol * float(jnp.max(jnp.abs(v))))
+  # Broadcast or empty operands take the plain (autodiff) path.
+  assert ops.affine_combination(x, jnp.zeros((), dtype), 0.5).shape == x.shape
+  assert ops.affine_combination(jnp.zeros((0, 3)), jnp.zeros((0, 3)), 0.5).shape == (0, 3)
+
+
 def test_pixel_shuffle_order_and_inverse():
   # PyTorch order: channel c*4 + i*2 + j -> sub-pixel (i, j) of channel c.
   x = jnp.arange(8.0).reshape(1, 1, 1, 8)
