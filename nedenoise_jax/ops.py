@@ -201,7 +201,7 @@ def affine_combination(x: jax.Array, y: jax.Array, alpha: jax.Array | float) -> 
   hand (see ``_affine_combination_bwd``).
   """
   if jnp.shape(alpha) == () and jnp.shape(x) == jnp.shape(y) and jnp.ndim(x) >= 1 and jnp.size(x):
-    return _affine_combination(x, y, jnp.asarray(alpha, jnp.result_type(x, y)))
+    return _affine_combination(x, y, jnp.asarray(alpha, jnp.result_type(x, y, alpha)))
   return y + alpha * (x - y)
 
 
@@ -225,7 +225,7 @@ def _affine_combination_bwd(res, g):
   prod = (g * (x - y)).astype(acc).reshape(-1, x.shape[-1])
   g_alpha = jnp.sum(jnp.sum(prod, axis=0)).astype(alpha.dtype)
   gx = alpha * g
-  return gx, g - gx, g_alpha
+  return gx.astype(x.dtype), (g - gx).astype(y.dtype), g_alpha
 
 
 _affine_combination.defvjp(_affine_combination_fwd, _affine_combination_bwd)

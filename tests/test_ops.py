@@ -94,6 +94,11 @@ def test_affine_combination_gradient_equals_autodiff(dtype, shape):
   for g, v in zip(got, want):
     assert g.dtype == v.dtype and g.shape == v.shape
     np.testing.assert_allclose(g, v, rtol=tol, atol=tol * float(jnp.max(jnp.abs(v))))
+  # Mixed dtypes promote as the plain formula does; each gradient has its input's dtype.
+  xb = x.astype(jnp.bfloat16)
+  assert ops.affine_combination(xb, y, alpha).dtype == (y + alpha * (xb - y)).dtype
+  grads = jax.grad(lambda x, y: jnp.sum(ops.affine_combination(x, y, alpha)), argnums=(0, 1))(xb, y)
+  assert grads[0].dtype == jnp.bfloat16 and grads[1].dtype == dtype
   # Broadcast or empty operands take the plain (autodiff) path.
   assert ops.affine_combination(x, jnp.zeros((), dtype), 0.5).shape == x.shape
   assert ops.affine_combination(jnp.zeros((0, 3)), jnp.zeros((0, 3)), 0.5).shape == (0, 3)
