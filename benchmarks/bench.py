@@ -266,14 +266,17 @@ def _write(out, rows, backend, args) -> dict:
       "reference": args.reference_times if backend == "cpu" else {},
       "reference_environment": args.reference_env if backend == "cpu" else {},
   }
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out + ".json.tmp", "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(out + ".json.tmp", out + ".json")
-  with open(out + ".md.tmp", "w") as f:
-    f.write(markdown(results))
-  os.replace(out + ".md.tmp", out + ".md")
+  write_results(out, results, markdown(results))
   return results
+
+
+def write_results(out: str, results: dict, md: str) -> None:
+  """Writes ``out.json`` and ``out.md``, each through a temporary file and a rename."""
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  for ext, text in ((".json", json.dumps(results, indent=1)), (".md", md)):
+    with open(out + ext + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(out + ext + ".tmp", out + ext)
 
 
 if __name__ == "__main__":

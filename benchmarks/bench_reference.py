@@ -21,7 +21,6 @@ keys ``bench.py --reference`` reads (``arch/task/mode`` with our mode names).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
-from bench import TRAIN_SHAPES, _time_interleaved, cpu_model  # noqa: E402
+from bench import TRAIN_SHAPES, _time_interleaved, cpu_model, write_results  # noqa: E402
 
 # Our mode names -> the authors'. ``wrapped`` has no counterpart in their code.
 MODES = {"ordinary": "ordinary", "scale_equiv": "scale-equiv", "norm_equiv": "norm-equiv"}
@@ -119,15 +118,9 @@ def main(argv=None) -> int:
                       "machine": platform.machine(), "cpu_count": os.cpu_count(),
                       "repeats": args.repeats, "date": time.strftime("%Y-%m-%d")},
   }
-  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  with open(args.out + ".json.tmp", "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(args.out + ".json.tmp", args.out + ".json")
   lines = ["| model | task | mode | authors' PyTorch (s) |", "|---|---|---|---:|"]
   lines += [f"| {r['arch']} | {r['task']} | {r['mode']} | {r['median_s']:.4f} |" for r in rows]
-  with open(args.out + ".md.tmp", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  os.replace(args.out + ".md.tmp", args.out + ".md")
+  write_results(args.out, results, "\n".join(lines) + "\n")
   print(f"wrote {args.out}.json and {args.out}.md")
   return 0
 

@@ -19,7 +19,6 @@ given). JSON and markdown next to ``bench.py``'s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
   peak = max(sgemm, dot) if backend == "cpu" else None
   if peak:
     print(f"4096^3 matrix product: numpy sgemm {sgemm:.1f}, XLA dot {dot:.1f} GFLOP/s", flush=True)
-  from bench import cpu_model
+  from bench import cpu_model, write_results
 
   results = {"rows": measure(args.repeats), "sgemm_peak_gflops": sgemm, "xla_dot_peak_gflops": dot,
              "peak_gflops": peak, "cpu": cpu_model(),
@@ -168,12 +167,9 @@ def main(argv=None) -> int:
                              "date": time.strftime("%Y-%m-%d")}}
   out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                  f"conv_{backend}")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  for ext, text in ((".json", json.dumps(results, indent=1)), (".md", markdown(results))):
-    with open(out + ext + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(out + ext + ".tmp", out + ext)
-  print(markdown(results))
+  md = markdown(results)
+  write_results(out, results, md)
+  print(md)
   print(f"wrote {out}.json and {out}.md")
   return 0
 
