@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nedenoise_jax import data, metrics, models, xla_options
+from nedenoise_jax import data, metrics, models, ops, xla_options
 
 
 class TrainingError(RuntimeError):
@@ -153,7 +153,8 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module,
   (value, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  grad_norm = optax.tree.norm(grads)
+  # optax.tree.norm's per-leaf sum of squares, as dot products (see ops.inner).
+  grad_norm = jnp.sqrt(sum(ops.inner(g, g) for g in jax.tree_util.tree_leaves(grads)))
   finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
   new = TrainState(step=state.step + 1, params=params, batch_stats=new_bs, opt_state=opt_state,
                    key=state.key)

@@ -104,6 +104,32 @@ def test_affine_combination_gradient_equals_autodiff(dtype, shape):
   assert ops.affine_combination(jnp.zeros((0, 3)), jnp.zeros((0, 3)), 0.5).shape == (0, 3)
 
 
+@pytest.mark.parametrize("shape", [(3,), (2, 5, 7, 6)])
+def test_hand_differentiated_sums_equal_autodiff(dtype, shape):
+  """bias_add (a dot-product gradient) = autodiff of y + b; inner and channel_sums = sums."""
+  rng = np.random.default_rng(5)
+  x, y, w = (jnp.asarray(rng.standard_normal(shape) * 50 - 20, dtype) for _ in range(3))
+  bias = jnp.asarray(rng.standard_normal(shape[-1]), dtype)
+  tol = 1e-5 if dtype == jnp.float32 else 1e-12
+
+  def check(f, plain, *args):
+    loss = lambda g: lambda *a: jnp.sum(jnp.sin(g(*a)) * w)  # noqa: E731
+    np.testing.assert_allclose(f(*args), plain(*args), rtol=tol)
+    argnums = tuple(range(len(args)))
+    for g, v in zip(jax.grad(loss(f), argnums)(*args), jax.grad(loss(plain), argnums)(*args)):
+      assert g.dtype == v.dtype and g.shape == v.shape
+      np.testing.assert_allclose(g, v, rtol=tol, atol=tol * float(jnp.max(jnp.abs(v))))
+
+  check(ops.bias_add, lambda y, b: y + b, y, bias)
+  np.testing.assert_allclose(ops.inner(x, y), jnp.sum(x * y), rtol=tol)
+  np.testing.assert_allclose(ops.channel_sums(x), jnp.sum(x.reshape(-1, shape[-1]), axis=0),
+                             rtol=tol, atol=tol * 50 * x.size)
+  assert ops.channel_sums(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+  assert ops.inner(x.astype(jnp.bfloat16), x.astype(jnp.bfloat16)).dtype == jnp.float32
+  with pytest.raises(ValueError, match=r"bias of shape \(%d,\)" % shape[-1]):
+    ops.bias_add(y, bias[:-1])
+
+
 def test_pixel_shuffle_order_and_inverse():
   # PyTorch order: channel c*4 + i*2 + j -> sub-pixel (i, j) of channel c.
   x = jnp.arange(8.0).reshape(1, 1, 1, 8)
