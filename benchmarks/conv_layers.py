@@ -9,11 +9,16 @@ devices as in a training step, in the two forms the models use: zero-padded
 reflect-padded (``norm_equiv``: ``ops.reflect_pad`` then a VALID
 ``ops.conv2d``). Each part is its own jitted program (``xla_options.jit``),
 timed as the median of ``--repeats`` runs after a warm-up; GFLOP/s count
-2 x multiply-adds of the convolution. On the CPU the script also measures the
-float32 peak it compares with: numpy's sgemm (the BLAS numpy ships with) on
-4096x4096 matrices, all cores, and the same product as an XLA dot; the larger of the two
-is the peak (where the convolutions exceed both, as on AVX-512 CPUs, no percentage is
-given). JSON and markdown next to ``bench.py``'s.
+2 x multiply-adds of the convolution.
+
+On the CPU the script also measures the float32 peak it compares with:
+``fma_peak.c`` (compiled here with ``cc -O2 -march=native``; one copy per core,
+run at once) times independent chains of fused multiply-adds on the widest
+vectors the CPU has, which is the FMA units' throughput, i.e. the peak. For
+context it also times numpy's sgemm (the BLAS numpy ships with) and the same
+4096x4096 product as an XLA dot. Without a C compiler the larger matrix
+product stands in for the peak (where the convolutions exceed it, no
+percentage is given). JSON and markdown next to ``bench.py``'s.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -58,6 +66,27 @@ def xla_dot_peak(n: int = 4096, repeats: int = 5) -> float:
   jax.block_until_ready(f(a))
   best = min(_timed(lambda: jax.block_until_ready(f(a))) for _ in range(repeats))
   return 2 * n ** 3 / best / 1e9
+
+
+def fma_peak(seconds: float = 3.0) -> dict | None:
+  """FMA throughput of all cores at once (``fma_peak.c``), or None without a C compiler."""
+  cc = shutil.which(os.environ.get("CC", "cc"))
+  if cc is None:
+    return None
+  src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.c")
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  with tempfile.TemporaryDirectory() as tmp:
+    exe = os.path.join(tmp, "fma_peak")
+    built = subprocess.run([cc, "-O2", "-march=native", "-o", exe, src], capture_output=True, text=True)
+    if built.returncode:
+      print(f"fma_peak.c did not compile ({built.stderr.strip()[:200]}); no FMA peak", flush=True)
+      return None
+    procs = [subprocess.Popen([exe, str(seconds)], stdout=subprocess.PIPE, text=True)
+             for _ in range(cores)]
+    outs = [p.communicate()[0].split() for p in procs]
+  per_core = [float(o[0]) for o in outs]
+  return {"gflops": sum(per_core), "per_core_gflops": per_core, "lanes": int(outs[0][1]),
+          "cores": cores}
 
 
 def _timed(fn) -> float:
@@ -112,9 +141,15 @@ def measure(repeats: int) -> list[dict]:
 
 def markdown(results: dict) -> str:
   peak = results.get("peak_gflops", results.get("sgemm_peak_gflops"))
+  fma = results.get("fma_peak")
   best = max(r["gflops_per_s"] for r in results["rows"])
   note = ""
-  if peak and best > peak:  # the matrix products are no measure of this CPU's peak
+  if fma:
+    note = (f"GFLOP/s (percent of the {peak:.0f} GFLOP/s float32 FMA peak: fma_peak.c on "
+            f"{fma['cores']} cores at once, {fma['lanes']}-float vectors; 4096x4096 matrix product: "
+            f"numpy sgemm {results['sgemm_peak_gflops']:.0f}, XLA dot "
+            f"{results['xla_dot_peak_gflops']:.0f} GFLOP/s)\n\n")
+  elif peak and best > peak:  # the matrix products are no measure of this CPU's peak
     note = (f"GFLOP/s. The convolutions reach {best:.0f} GFLOP/s, above the {peak:.0f} GFLOP/s of the "
             "best 4096x4096 matrix product measured (numpy sgemm, XLA dot), so no percentage of "
             "peak is given.\n\n")
@@ -152,15 +187,17 @@ def main(argv=None) -> int:
   if args.cpu_devices:
     train.configure_cpu_devices(args.cpu_devices, 4)
   backend = jax.default_backend()
+  fma = fma_peak() if backend == "cpu" else None
   sgemm = sgemm_peak() if backend == "cpu" else None
   dot = xla_dot_peak() if backend == "cpu" else None
-  peak = max(sgemm, dot) if backend == "cpu" else None
+  peak = (fma["gflops"] if fma else max(sgemm, dot)) if backend == "cpu" else None
   if peak:
-    print(f"4096^3 matrix product: numpy sgemm {sgemm:.1f}, XLA dot {dot:.1f} GFLOP/s", flush=True)
+    print(f"FMA peak {fma['gflops'] if fma else float('nan'):.1f}; 4096^3 matrix product: "
+          f"numpy sgemm {sgemm:.1f}, XLA dot {dot:.1f} GFLOP/s", flush=True)
   from bench import cpu_model, write_results
 
-  results = {"rows": measure(args.repeats), "sgemm_peak_gflops": sgemm, "xla_dot_peak_gflops": dot,
-             "peak_gflops": peak, "cpu": cpu_model(),
+  results = {"rows": measure(args.repeats), "fma_peak": fma, "sgemm_peak_gflops": sgemm,
+             "xla_dot_peak_gflops": dot, "peak_gflops": peak, "cpu": cpu_model(),
              "environment": {"backend": backend, "devices": [str(d) for d in jax.devices()],
                              "jax": jax.__version__, "repeats": args.repeats,
                              "machine": platform.machine(), "cpu_count": os.cpu_count(),
