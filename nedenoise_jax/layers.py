@@ -174,7 +174,7 @@ class Conv(nn.Module):
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
       if self.out_halves:
         bias = ops.to_halves(bias)
-      y = ops.bias_add(y, bias.astype(dtype))
+      y = ops.bias_add(y, bias)
     return y
 
 
@@ -278,7 +278,7 @@ class UpConv(nn.Module):
     y = ops.pixel_shuffle(y, 2)
     if self.spec.bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-      y = ops.bias_add(y, bias.astype(y.dtype))
+      y = ops.bias_add(y, bias)
     return y
 
 
