@@ -84,6 +84,9 @@ def fma_peak(seconds: float = 3.0) -> dict | None:
     procs = [subprocess.Popen([exe, str(seconds)], stdout=subprocess.PIPE, text=True)
              for _ in range(cores)]
     outs = [p.communicate()[0].split() for p in procs]
+  if any(p.returncode or len(o) < 2 for p, o in zip(procs, outs)):
+    print("fma_peak did not run on every core; no FMA peak", flush=True)
+    return None
   per_core = [float(o[0]) for o in outs]
   return {"gflops": sum(per_core), "per_core_gflops": per_core, "lanes": int(outs[0][1]),
           "cores": cores}
