@@ -14,8 +14,9 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the
 flags.DEFINE_integer("stop_after", None, "Stop (with a checkpoint) after this many steps of this run.")
 flags.DEFINE_integer(
     "cpu_devices", -1,
-    "CPU only: split the host into this many JAX devices (-1: one per core, reduced to a divisor "
-    "of the batch size; 0: JAX's default). Ignored when XLA_FLAGS sets the count.")
+    "CPU only: split the host into this many JAX devices (-1: one when the convolutions run on "
+    "oneDNN, else one per core reduced to a divisor of the batch size; 0: JAX's default). "
+    "Ignored when XLA_FLAGS sets the count.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

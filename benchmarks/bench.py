@@ -204,7 +204,7 @@ def main(argv=None) -> int:
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--cpu_devices", type=int, default=-1,
-                 help="CPU only: JAX devices to split the CPU into (-1: one per core, as train.py)")
+                 help="CPU only: JAX devices to split the CPU into (-1: as train.py, see train.configure_cpu_devices)")
   p.add_argument("--out", default=None, help="output stem (default benchmarks/results/bench_<platform>)")
   p.add_argument("--reference", default=None,
                  help="JSON from bench_reference.py (the authors' PyTorch code timed on this machine) "

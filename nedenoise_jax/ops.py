@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nedenoise_jax import cpu_conv
+
 Parametrization = Literal["centre", "roll"]
 PARAMETRIZATIONS = ("centre", "roll")
 
@@ -426,11 +428,26 @@ _conv_zero_padded.defvjp(_conv_zero_padded_fwd, _conv_zero_padded_bwd)
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID") -> jax.Array:
   """NHWC x HWIO convolution; ``padding``: ``"VALID"`` or ``((t, b), (l, r))`` zeros.
 
-  A zero-padded stride-1 convolution is differentiated by hand: the input
-  gradient as usual, the kernel gradient from the explicitly padded input
-  (see ``_conv_zero_padded_bwd``). The values and gradients are those of
-  :func:`jax.lax.conv_general_dilated`.
+  Float32 convolutions of a program that runs on the CPU go to oneDNN
+  (:mod:`nedenoise_jax.cpu_conv`; ``NEDENOISE_CPU_CONV=xla`` turns it off).
+  Otherwise XLA's: a zero-padded stride-1 convolution is then differentiated
+  by hand, the input gradient as usual, the kernel gradient from the
+  explicitly padded input (see ``_conv_zero_padded_bwd``). The values and
+  gradients are those of :func:`jax.lax.conv_general_dilated` up to float
+  rounding.
   """
+  if cpu_conv.enabled():
+    explicit = ((0, 0), (0, 0)) if padding == "VALID" else padding
+    if not isinstance(explicit, str):
+      explicit = tuple((int(a), int(b)) for a, b in explicit)
+      if kernel.dtype == x.dtype and cpu_conv.supports(x.shape, kernel.shape, x.dtype, strides, explicit):
+        return jax.lax.platform_dependent(
+            x, kernel, cpu=lambda x, k: cpu_conv.conv(x, k, strides, explicit),
+            default=lambda x, k: _xla_conv2d(x, k, strides, padding))
+  return _xla_conv2d(x, kernel, strides, padding)
+
+
+def _xla_conv2d(x, kernel, strides, padding):
   if isinstance(padding, str) or strides != 1 or not any(v for p in padding for v in p):
     return _conv(x, kernel, strides, padding)
   padding = tuple((int(a), int(b)) for a, b in padding)

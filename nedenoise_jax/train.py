@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nedenoise_jax import data, metrics, models, ops, xla_options
+from nedenoise_jax import cpu_conv, data, metrics, models, ops, xla_options
 
 
 class TrainingError(RuntimeError):
@@ -79,14 +79,21 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
 def configure_cpu_devices(requested: int, batch_size: int) -> None:
   """Splits the CPU into several JAX devices, before any computation.
 
-  XLA's CPU convolutions use the cores of one device poorly; one device per
-  core, each with its shard of the batch, is faster (about 1.3x for the
-  quickstart on 2 cores). Only the CPU platform is affected.
+  ``requested``: a device count, 0 to leave JAX's default, or -1 to choose:
+  one device when the convolutions go to oneDNN (:mod:`cpu_conv`), which
+  spreads each one over every core (two devices of one core each were 1.5x
+  slower for FDnCNN's training step on 2 cores); otherwise one device per
+  core, each with its shard of the batch, since XLA's own CPU convolutions
+  use the cores of one device poorly (about 1.3x faster for the quickstart on
+  2 cores). Only the CPU platform is affected.
   """
   if requested == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
     return
-  n = requested if requested > 0 else max(
-      d for d in range(1, (os.cpu_count() or 1) + 1) if batch_size % d == 0)
+  if requested < 0 and cpu_conv.will_use():
+    n = 1
+  else:
+    n = requested if requested > 0 else max(
+        d for d in range(1, (os.cpu_count() or 1) + 1) if batch_size % d == 0)
   jax.config.update("jax_num_cpu_devices", n)
 
 

@@ -1,0 +1,301 @@
+"""Float32 convolutions on the CPU through oneDNN, called from XLA as FFI custom calls.
+
+XLA:CPU runs convolutions through Eigen, with transposes around the kernel
+gradient; oneDNN (the library PyTorch uses on the CPU) runs the same layers
+1.2x to 5x faster on an AVX-512 CPU (``benchmarks/conv_layers.py``). This
+module compiles ``csrc/onednn_conv.cc`` once per machine (about 3 s, with the
+system's C++ compiler, the oneDNN headers and library of the
+``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels and JAX's FFI headers),
+caches the shared library, and registers three FFI targets: forward,
+input gradient and kernel gradient.
+
+:func:`ops.conv2d` uses them for float32 convolutions when the program runs
+on the CPU (``jax.lax.platform_dependent``: a GPU or TPU program is
+unchanged). ``NEDENOISE_CPU_CONV`` selects the path:
+
+* ``auto`` (default): oneDNN when it can be built, else XLA (with a warning);
+* ``onednn``: oneDNN, and an error if it cannot be built;
+* ``xla``: XLA's own convolutions.
+
+The values are those of ``jax.lax.conv_general_dilated`` up to float32
+rounding (the sums run in another order); the gradients, to any order, are
+oneDNN convolutions too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from importlib import metadata
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ENV = "NEDENOISE_CPU_CONV"
+CACHE_ENV = "NEDENOISE_CACHE_DIR"
+MODES = ("auto", "onednn", "xla")
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_conv.cc")
+_TARGETS = {"fwd": "NedenoiseConvFwd", "bwd_data": "NedenoiseConvBwdData",
+            "bwd_weights": "NedenoiseConvBwdWeights"}
+_lock = threading.Lock()
+_state: dict = {"tried": False, "error": None, "path": None}
+log = logging.getLogger(__name__)
+
+
+def mode() -> str:
+  """The path ``NEDENOISE_CPU_CONV`` asks for (``auto``, ``onednn`` or ``xla``)."""
+  value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+  if value not in MODES:
+    raise ValueError(f"{ENV}={value!r}; expected one of {MODES}")
+  return value
+
+
+def _dist_file(dist: str, suffix: str) -> Optional[str]:
+  try:
+    files = metadata.distribution(dist).files or []
+  except metadata.PackageNotFoundError:
+    return None
+  for f in files:
+    if ("/" + str(f).replace("\\", "/")).endswith("/" + suffix):
+      path = os.path.normpath(str(f.locate()))
+      if os.path.exists(path):
+        return path
+  return None
+
+
+def _toolchain() -> dict:
+  """Compiler, oneDNN header and library, JAX FFI headers; raises RuntimeError naming what is missing."""
+  cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+  if not cxx:
+    raise RuntimeError("no C++ compiler (set CXX, or install g++)")
+  header = _dist_file("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.hpp")
+  if header is None:
+    raise RuntimeError("the oneDNN headers are missing: pip install onednn-devel-cpu-gomp")
+  library = _dist_file("onednn-cpu-gomp", "libdnnl.so.3")
+  if library is None:
+    raise RuntimeError("the oneDNN library is missing: pip install onednn-cpu-gomp")
+  return {"cxx": cxx, "include": os.path.dirname(os.path.dirname(os.path.dirname(header))),
+          "lib": os.path.dirname(library), "ffi_include": jax.ffi.include_dir()}
+
+
+def _cache_dir() -> str:
+  root = os.environ.get(CACHE_ENV) or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+      "nedenoise_jax")
+  return root
+
+
+def _build() -> str:
+  """Compiles the handlers (once per source, toolchain and JAX version); returns the library path."""
+  tc = _toolchain()
+  with open(_SOURCE, "rb") as f:
+    source = f.read()
+  key = hashlib.sha256(source + repr(sorted(tc.items())).encode() + jax.__version__.encode())
+  out_dir = _cache_dir()
+  path = os.path.join(out_dir, f"onednn_conv-{key.hexdigest()[:16]}.so")
+  if os.path.exists(path):
+    return path
+  os.makedirs(out_dir, exist_ok=True)
+  # Written under a temporary name and renamed: concurrent builds (several
+  # processes of one job) never load a half-written library.
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+  os.close(fd)
+  cmd = [tc["cxx"], "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w",
+         "-I", tc["include"], "-I", tc["ffi_include"], _SOURCE, "-o", tmp,
+         "-L", tc["lib"], "-l:libdnnl.so.3", f"-Wl,-rpath,{tc['lib']}"]
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+      raise RuntimeError(f"compiling {_SOURCE} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def _load() -> None:
+  path = _build()
+  lib = ctypes.CDLL(path)
+  for kind, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(f"nedenoise_conv_{kind}", jax.ffi.pycapsule(getattr(lib, symbol)),
+                                platform="cpu")
+  _state["path"] = path
+
+
+def available() -> bool:
+  """Whether the oneDNN handlers are built and registered (builds them on the first call)."""
+  with _lock:
+    if not _state["tried"]:
+      _state["tried"] = True
+      if sys.platform != "linux":
+        _state["error"] = f"oneDNN convolutions are built on Linux only, not {sys.platform}"
+      else:
+        try:
+          _load()
+        except Exception as e:  # any failure leaves XLA's convolutions in place
+          _state["error"] = f"{type(e).__name__}: {e}"
+    return _state["error"] is None
+
+
+def will_use() -> bool:
+  """Whether float32 CPU convolutions are expected to go to oneDNN, without building anything.
+
+  For choices made before JAX starts (:func:`train.configure_cpu_devices`):
+  ``NEDENOISE_CPU_CONV`` is not ``xla``, the platform is Linux and the
+  compiler and oneDNN wheels are present.
+  """
+  if mode() == "xla" or sys.platform != "linux":
+    return False
+  if _state["tried"]:
+    return _state["error"] is None
+  try:
+    _toolchain()
+  except RuntimeError:
+    return False
+  return True
+
+
+def unavailable_reason() -> Optional[str]:
+  """Why :func:`available` is False (``None`` when it is True)."""
+  available()
+  return _state["error"]
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(reason: str) -> None:
+  log.warning("oneDNN CPU convolutions unavailable, using XLA's (slower): %s", reason)
+
+
+def enabled() -> bool:
+  """Whether :func:`ops.conv2d` runs float32 CPU convolutions through oneDNN."""
+  m = mode()
+  if m == "xla":
+    return False
+  if available():
+    return True
+  if m == "onednn":
+    raise RuntimeError(f"{ENV}=onednn but the oneDNN convolutions cannot be built: {_state['error']}")
+  _warn_fallback(_state["error"])
+  return False
+
+
+def supports(x_shape, kernel_shape, dtype, strides: int, padding) -> bool:
+  """Whether oneDNN takes this convolution: float32, 4-D, windows that tile the padded input exactly."""
+  if jnp.dtype(dtype) != jnp.float32 or len(x_shape) != 4 or len(kernel_shape) != 4:
+    return False
+  if min(x_shape) < 1 or min(kernel_shape) < 1 or strides < 1 or x_shape[3] != kernel_shape[2]:
+    return False
+  for size, k, (lo, hi) in zip(x_shape[1:3], kernel_shape[:2], padding):
+    span = size + lo + hi - k
+    if lo < 0 or hi < 0 or span < 0 or span % strides:
+      return False
+  return True
+
+
+def threads_per_call() -> int:
+  """OpenMP threads for one convolution: the process's cores shared by its CPU devices."""
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:
+    cores = os.cpu_count() or 1
+  return max(1, cores // max(1, len(jax.local_devices(backend="cpu"))))
+
+
+def _attrs(strides, padding, threads) -> dict:
+  (t, b), (l, r) = padding
+  return dict(stride=np.int64(strides), pad_top=np.int64(t), pad_bottom=np.int64(b),
+              pad_left=np.int64(l), pad_right=np.int64(r), threads=np.int64(threads))
+
+
+def _out_shape(x_shape, kernel_shape, strides, padding):
+  n, h, w, _ = x_shape
+  (t, b), (l, r) = padding
+  kh, kw, _, o = kernel_shape
+  return (n, (h + t + b - kh) // strides + 1, (w + l + r - kw) // strides + 1, o)
+
+
+def _call(kind, out_shape, a, b, strides, padding, threads):
+  return jax.ffi.ffi_call(f"nedenoise_conv_{kind}", jax.ShapeDtypeStruct(out_shape, a.dtype),
+                          vmap_method="sequential")(a, b, **_attrs(strides, padding, threads))
+
+
+# Each of the three maps is linear in each argument, and their derivatives
+# are the other two: every order of differentiation stays on oneDNN.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _forward(x, kernel, strides, padding, threads):
+  return _call("fwd", _out_shape(x.shape, kernel.shape, strides, padding), x, kernel, strides,
+               padding, threads)
+
+
+def _forward_fwd(x, kernel, strides, padding, threads):
+  return _forward(x, kernel, strides, padding, threads), (x, kernel)
+
+
+def _forward_bwd(strides, padding, threads, res, g):
+  x, kernel = res
+  return (_input_grad(g, kernel, x.shape, strides, padding, threads),
+          _kernel_grad(x, g, kernel.shape, strides, padding, threads))
+
+
+_forward.defvjp(_forward_fwd, _forward_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _input_grad(g, kernel, x_shape, strides, padding, threads):
+  return _call("bwd_data", x_shape, g, kernel, strides, padding, threads)
+
+
+def _input_grad_fwd(g, kernel, x_shape, strides, padding, threads):
+  return _input_grad(g, kernel, x_shape, strides, padding, threads), (g, kernel)
+
+
+def _input_grad_bwd(x_shape, strides, padding, threads, res, ct):
+  g, kernel = res
+  return (_forward(ct, kernel, strides, padding, threads),
+          _kernel_grad(ct, g, kernel.shape, strides, padding, threads))
+
+
+_input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _kernel_grad(x, g, kernel_shape, strides, padding, threads):
+  return _call("bwd_weights", kernel_shape, x, g, strides, padding, threads)
+
+
+def _kernel_grad_fwd(x, g, kernel_shape, strides, padding, threads):
+  return _kernel_grad(x, g, kernel_shape, strides, padding, threads), (x, g)
+
+
+def _kernel_grad_bwd(kernel_shape, strides, padding, threads, res, ct):
+  x, g = res
+  return (_input_grad(g, ct, x.shape, strides, padding, threads),
+          _forward(x, ct, strides, padding, threads))
+
+
+_kernel_grad.defvjp(_kernel_grad_fwd, _kernel_grad_bwd)
+
+
+def conv(x: jax.Array, kernel: jax.Array, strides: int, padding) -> jax.Array:
+  """NHWC x HWIO float32 convolution by oneDNN, zero ``padding`` ``((t, b), (l, r))``.
+
+  Runs on the CPU only: callers pick it with ``jax.lax.platform_dependent``
+  (:func:`ops.conv2d`). Check :func:`supports` first.
+  """
+  padding = tuple((int(a), int(b)) for a, b in padding)
+  if not supports(x.shape, kernel.shape, x.dtype, strides, padding) or kernel.dtype != x.dtype:
+    raise ValueError(f"oneDNN conv does not take x {x.shape} {x.dtype}, kernel {kernel.shape} "
+                     f"{kernel.dtype}, strides {strides}, padding {padding}")
+  return _forward(x, kernel, int(strides), padding, threads_per_call())

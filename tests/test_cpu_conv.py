@@ -1,0 +1,146 @@
+"""oneDNN CPU convolutions (cpu_conv): built where they can be, equal to XLA's, dispatched right."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nedenoise_jax import cpu_conv, ops
+
+CASES = [  # x shape, kernel shape, strides, padding
+    ((2, 9, 7, 3), (3, 3, 3, 5), 1, ((1, 1), (1, 1))),  # odd sizes, SAME
+    ((1, 5, 6, 4), (3, 3, 4, 4), 1, ((0, 0), (0, 0))),  # VALID
+    ((3, 8, 6, 4), (2, 2, 4, 6), 2, ((0, 0), (0, 0))),  # DRUNet's strided down-sampling
+    ((1, 7, 5, 6), (1, 1, 6, 8), 1, ((0, 0), (0, 0))),  # UpConv's 1x1
+    ((2, 6, 5, 2), (3, 3, 2, 4), 1, ((2, 2), (2, 2))),  # the input gradient of a VALID conv
+    ((1, 6, 7, 3), (3, 3, 3, 2), 1, ((0, 2), (1, 0))),  # asymmetric
+    ((1, 1, 1, 2), (1, 1, 2, 2), 1, ((0, 0), (0, 0))),  # one pixel
+]
+
+
+@pytest.fixture(scope="module")
+def onednn():
+  if not cpu_conv.will_use():
+    pytest.skip("no C++ compiler or oneDNN wheels here (the Linux x86-64 install has both)")
+  assert cpu_conv.available(), cpu_conv.unavailable_reason()
+
+
+def _random(shape, seed):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _close(a, b, scale):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=2e-5 * scale)
+
+
+def test_builds_where_the_toolchain_is_present():
+  # On Linux x86-64 the package depends on the oneDNN wheels; with a compiler the build must work.
+  if cpu_conv.will_use():
+    assert cpu_conv.available(), cpu_conv.unavailable_reason()
+    assert cpu_conv.unavailable_reason() is None
+  else:
+    assert not cpu_conv.enabled() or cpu_conv.available()
+
+
+@pytest.mark.parametrize("xs,ks,s,pad", CASES)
+def test_matches_xla_values_and_gradients(onednn, xs, ks, s, pad):
+  x, k = _random(xs, 0), _random(ks, 1)
+  y = jax.jit(lambda x, k: cpu_conv.conv(x, k, s, pad))(x, k)
+  ref = ops._xla_conv2d(x, k, s, pad)
+  assert y.shape == ref.shape and y.dtype == jnp.float32
+  scale = float(np.sqrt(np.prod(ks[:3])))
+  _close(y, ref, scale)
+  g = _random(ref.shape, 2)
+  dx, dk = jax.jit(jax.vjp(lambda x, k: cpu_conv.conv(x, k, s, pad), x, k)[1])(g)
+  dxr, dkr = jax.vjp(lambda x, k: ops._xla_conv2d(x, k, s, pad), x, k)[1](g)
+  _close(dx, dxr, scale)
+  _close(dk, dkr, float(np.sqrt(np.prod(ref.shape[:3]))))
+
+
+@pytest.mark.parametrize("xs,ks,s,pad", CASES[:3])
+def test_second_order_gradients(onednn, xs, ks, s, pad):
+  x, k = _random(xs, 3), _random(ks, 4) * 0.3
+
+  def curvature(conv):
+    inner = lambda x, k: jnp.sum(jnp.tanh(conv(x, k, s, pad)))  # noqa: E731
+    return jax.grad(lambda x, k: jnp.sum(jax.grad(inner, (0, 1))(x, k)[1] ** 2), (0, 1))(x, k)
+
+  got = jax.jit(lambda: curvature(cpu_conv.conv))()
+  want = curvature(ops._xla_conv2d)
+  for a, b in zip(got, want):
+    _close(a, b, float(jnp.max(jnp.abs(b))) * 10)
+
+
+def test_vmap(onednn):
+  x, k = _random((3, 2, 6, 5, 2), 5), _random((3, 3, 2, 4), 6)
+  pad = ((1, 1), (1, 1))
+  got = jax.vmap(lambda x: cpu_conv.conv(x, k, 1, pad))(x)
+  want = jnp.stack([ops._xla_conv2d(xi, k, 1, pad) for xi in x])
+  _close(got, want, 10)
+
+
+def _uses_onednn(fn, *args) -> bool:
+  return "nedenoise_conv_fwd" in jax.jit(fn).lower(*args).as_text()
+
+
+def test_conv2d_dispatch(onednn, monkeypatch):
+  x, k = _random((1, 8, 8, 2), 7), _random((3, 3, 2, 4), 8)
+  same = ((1, 1), (1, 1))
+  assert _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, same), x, k)
+  assert _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, "VALID"), x, k)
+  # Windows that do not tile the input (stride 2 on 7 pixels) stay on XLA, with the same result.
+  odd = _random((1, 7, 7, 2), 9)
+  k2 = _random((2, 2, 2, 4), 10)
+  assert not _uses_onednn(lambda x, k: ops.conv2d(x, k, 2, "VALID"), odd, k2)
+  np.testing.assert_allclose(ops.conv2d(odd, k2, 2, "VALID"), ops._xla_conv2d(odd, k2, 2, "VALID"))
+  with jax.enable_x64(True):  # float64 is XLA's
+    x64, k64 = x.astype(jnp.float64), k.astype(jnp.float64)
+    assert not _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, same), x64, k64)
+  monkeypatch.setenv(cpu_conv.ENV, "xla")
+  assert not _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, same), x, k)
+
+
+def test_gpu_lowering_keeps_xla_conv(onednn):
+  # platform_dependent: lowered for a GPU, the program has no CPU custom call.
+  x, k = _random((1, 8, 8, 2), 11), _random((3, 3, 2, 4), 12)
+  lowered = jax.jit(lambda x, k: ops.conv2d(x, k, 1, ((1, 1), (1, 1)))).trace(x, k).lower(
+      lowering_platforms=("cuda",))
+  text = lowered.as_text()
+  assert "nedenoise_conv" not in text and "convolution" in text
+
+
+def test_bad_mode_is_named(monkeypatch):
+  monkeypatch.setenv(cpu_conv.ENV, "fast")
+  with pytest.raises(ValueError, match="NEDENOISE_CPU_CONV"):
+    cpu_conv.enabled()
+
+
+def test_supports():
+  assert cpu_conv.supports((1, 8, 8, 2), (3, 3, 2, 4), jnp.float32, 1, ((1, 1), (1, 1)))
+  assert not cpu_conv.supports((1, 8, 8, 2), (3, 3, 2, 4), jnp.float16, 1, ((1, 1), (1, 1)))
+  assert not cpu_conv.supports((1, 7, 7, 2), (2, 2, 2, 4), jnp.float32, 2, ((0, 0), (0, 0)))
+  assert not cpu_conv.supports((1, 8, 8, 2), (3, 3, 3, 4), jnp.float32, 1, ((1, 1), (1, 1)))
+  assert not cpu_conv.supports((1, 2, 2, 2), (5, 5, 2, 4), jnp.float32, 1, ((0, 0), (0, 0)))
+
+
+def test_failed_build_falls_back_to_xla(monkeypatch, caplog):
+  monkeypatch.setitem(cpu_conv._state, "tried", True)
+  monkeypatch.setitem(cpu_conv._state, "error", "RuntimeError: no compiler")
+  monkeypatch.setenv(cpu_conv.ENV, "auto")
+  assert not cpu_conv.enabled()
+  x, k = _random((1, 8, 8, 2), 13), _random((3, 3, 2, 4), 14)
+  assert not _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, ((1, 1), (1, 1))), x, k)
+  monkeypatch.setenv(cpu_conv.ENV, "onednn")
+  with pytest.raises(RuntimeError, match="no compiler"):
+    cpu_conv.enabled()
+
+
+def test_build_cache_is_reused(onednn, tmp_path, monkeypatch):
+  monkeypatch.setenv(cpu_conv.CACHE_ENV, str(tmp_path))
+  path = cpu_conv._build()
+  assert os.path.dirname(path) == str(tmp_path) and os.path.getsize(path) > 0
+  mtime = os.path.getmtime(path)
+  assert cpu_conv._build() == path and os.path.getmtime(path) == mtime
+  assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]  # no temporary left
