@@ -186,7 +186,8 @@ def enabled() -> bool:
     return True
   if m == "onednn":
     raise RuntimeError(f"{ENV}=onednn but the oneDNN convolutions cannot be built: {_state['error']}")
-  _warn_fallback(_state["error"])
+  if jax.default_backend() == "cpu":  # on a GPU or TPU host the fallback changes nothing
+    _warn_fallback(_state["error"])
   return False
 
 
