@@ -20,7 +20,6 @@
 #include <mutex>
 #include <string>
 #include <tuple>
-#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -128,14 +127,15 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
     dnnl::memory src(e->src, eng, src_ptr), dst(e->dst, eng, dst_ptr);
     dnnl::memory user_w(e->user_weights, eng, weights_ptr);
     dnnl::memory prim_w = user_w;
-    std::vector<float> w_buf;
+    // Uninitialized buffers: every byte is written before it is read.
+    std::unique_ptr<char[]> w_buf;
     if (e->reorder_weights) {
-      w_buf.resize(e->weights.get_size() / sizeof(float) + 1);
-      prim_w = dnnl::memory(e->weights, eng, w_buf.data());
+      w_buf.reset(new char[e->weights.get_size()]);
+      prim_w = dnnl::memory(e->weights, eng, w_buf.get());
       if (kind != kBwdWeights) e->weights_reorder.execute(strm, user_w, prim_w);
     }
-    std::vector<char> scratch_buf(e->scratch.get_size());
-    dnnl::memory scratch(e->scratch, eng, scratch_buf.data());
+    std::unique_ptr<char[]> scratch_buf(new char[e->scratch.get_size() + 1]);
+    dnnl::memory scratch(e->scratch, eng, scratch_buf.get());
     if (kind == kFwd) {
       e->prim.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst},
                              {DNNL_ARG_SCRATCHPAD, scratch}});
