@@ -1,8 +1,8 @@
 """Float32 convolutions on the CPU through oneDNN, called from XLA as FFI custom calls.
 
 XLA:CPU runs convolutions through Eigen, with transposes around the kernel
-gradient; oneDNN (the library PyTorch uses on the CPU) runs the same layers
-1.2x to 5x faster on an AVX-512 CPU (``benchmarks/conv_layers.py``). This
+gradient; oneDNN (the library PyTorch uses on the CPU) ran the same layers
+1.2x to 1.8x faster on a 2-core AVX-512 CPU (``benchmarks/conv_layers.py``). This
 module compiles ``csrc/onednn_conv.cc`` once per machine (about 3 s, with the
 system's C++ compiler, the oneDNN headers and library of the
 ``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels and JAX's FFI headers),
