@@ -436,14 +436,15 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID") -
   gradients are those of :func:`jax.lax.conv_general_dilated` up to float
   rounding.
   """
-  if cpu_conv.enabled():
-    explicit = ((0, 0), (0, 0)) if padding == "VALID" else padding
-    if not isinstance(explicit, str):
-      explicit = tuple((int(a), int(b)) for a, b in explicit)
-      if kernel.dtype == x.dtype and cpu_conv.supports(x.shape, kernel.shape, x.dtype, strides, explicit):
-        return jax.lax.platform_dependent(
-            x, kernel, cpu=lambda x, k: cpu_conv.conv(x, k, strides, explicit),
-            default=lambda x, k: _xla_conv2d(x, k, strides, padding))
+  explicit = ((0, 0), (0, 0)) if padding == "VALID" else padding
+  if not isinstance(explicit, str):
+    explicit = tuple((int(a), int(b)) for a, b in explicit)
+    # The shape checks first: a float64 or unsupported convolution never triggers the build.
+    if (kernel.dtype == x.dtype and cpu_conv.supports(x.shape, kernel.shape, x.dtype, strides, explicit)
+        and cpu_conv.enabled()):
+      return jax.lax.platform_dependent(
+          x, kernel, cpu=lambda x, k: cpu_conv.conv(x, k, strides, explicit),
+          default=lambda x, k: _xla_conv2d(x, k, strides, padding))
   return _xla_conv2d(x, kernel, strides, padding)
 
 
