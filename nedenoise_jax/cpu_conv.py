@@ -45,8 +45,10 @@ ENV = "NEDENOISE_CPU_CONV"
 CACHE_ENV = "NEDENOISE_CACHE_DIR"
 MODES = ("auto", "onednn", "xla")
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_conv.cc")
-_TARGETS = {"fwd": "NedenoiseConvFwd", "bwd_data": "NedenoiseConvBwdData",
-            "bwd_weights": "NedenoiseConvBwdWeights"}
+_TARGETS = {"conv_fwd": "NedenoiseConvFwd", "conv_bwd_data": "NedenoiseConvBwdData",
+            "conv_bwd_weights": "NedenoiseConvBwdWeights", "rconv_fwd": "NedenoiseRConvFwd",
+            "rconv_bwd_data": "NedenoiseRConvBwdData", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
+            "sortpool_fwd": "NedenoiseSortPoolFwd", "sortpool_permute": "NedenoiseSortPoolPermute"}
 _lock = threading.Lock()
 _state: dict = {"tried": False, "error": None, "path": None}
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ def _load() -> None:
   path = _build()
   lib = ctypes.CDLL(path)
   for kind, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(f"nedenoise_conv_{kind}", jax.ffi.pycapsule(getattr(lib, symbol)),
+    jax.ffi.register_ffi_target(f"nedenoise_{kind}", jax.ffi.pycapsule(getattr(lib, symbol)),
                                 platform="cpu")
   _state["path"] = path
 
@@ -226,77 +228,140 @@ def _out_shape(x_shape, kernel_shape, strides, padding):
   return (n, (h + t + b - kh) // strides + 1, (w + l + r - kw) // strides + 1, o)
 
 
-def _call(kind, out_shape, a, b, strides, padding, threads):
-  return jax.ffi.ffi_call(f"nedenoise_conv_{kind}", jax.ShapeDtypeStruct(out_shape, a.dtype),
-                          vmap_method="sequential")(a, b, **_attrs(strides, padding, threads))
+def _call(kind, out_shape, a, b, strides, padding, threads, reflect):
+  out = jax.ShapeDtypeStruct(out_shape, a.dtype)
+  attrs = _attrs(strides, padding, threads)
+  if not reflect:
+    return jax.ffi.ffi_call(f"nedenoise_conv_{kind}", out, vmap_method="sequential")(a, b, **attrs)
+  # The handler's working buffer, the padded input's size: a second result,
+  # so that XLA allocates it with the step's other temporaries.
+  x_shape = out_shape if kind == "bwd_data" else a.shape
+  (t, bo), (l, r) = padding
+  buf = jax.ShapeDtypeStruct((x_shape[0], x_shape[1] + t + bo, x_shape[2] + l + r, x_shape[3]), a.dtype)
+  return jax.ffi.ffi_call(f"nedenoise_rconv_{kind}", (out, buf), vmap_method="sequential")(
+      a, b, **attrs)[0]
 
 
 # Each of the three maps is linear in each argument, and their derivatives
-# are the other two: every order of differentiation stays on oneDNN.
+# are the other two: every order of differentiation stays on oneDNN. With
+# ``reflect`` the input is reflect-padded first (P): the maps are
+# ``conv(P x, k)``, ``P^T conv_bwd_data(g, k)`` and ``conv_bwd_weights(P x, g)``,
+# and the same relations hold.
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _forward(x, kernel, strides, padding, threads):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _forward(x, kernel, strides, padding, threads, reflect):
   return _call("fwd", _out_shape(x.shape, kernel.shape, strides, padding), x, kernel, strides,
-               padding, threads)
+               padding, threads, reflect)
 
 
-def _forward_fwd(x, kernel, strides, padding, threads):
-  return _forward(x, kernel, strides, padding, threads), (x, kernel)
+def _forward_fwd(x, kernel, strides, padding, threads, reflect):
+  return _forward(x, kernel, strides, padding, threads, reflect), (x, kernel)
 
 
-def _forward_bwd(strides, padding, threads, res, g):
+def _forward_bwd(strides, padding, threads, reflect, res, g):
   x, kernel = res
-  return (_input_grad(g, kernel, x.shape, strides, padding, threads),
-          _kernel_grad(x, g, kernel.shape, strides, padding, threads))
+  return (_input_grad(g, kernel, x.shape, strides, padding, threads, reflect),
+          _kernel_grad(x, g, kernel.shape, strides, padding, threads, reflect))
 
 
 _forward.defvjp(_forward_fwd, _forward_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _input_grad(g, kernel, x_shape, strides, padding, threads):
-  return _call("bwd_data", x_shape, g, kernel, strides, padding, threads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _input_grad(g, kernel, x_shape, strides, padding, threads, reflect):
+  return _call("bwd_data", x_shape, g, kernel, strides, padding, threads, reflect)
 
 
-def _input_grad_fwd(g, kernel, x_shape, strides, padding, threads):
-  return _input_grad(g, kernel, x_shape, strides, padding, threads), (g, kernel)
+def _input_grad_fwd(g, kernel, x_shape, strides, padding, threads, reflect):
+  return _input_grad(g, kernel, x_shape, strides, padding, threads, reflect), (g, kernel)
 
 
-def _input_grad_bwd(x_shape, strides, padding, threads, res, ct):
+def _input_grad_bwd(x_shape, strides, padding, threads, reflect, res, ct):
   g, kernel = res
-  return (_forward(ct, kernel, strides, padding, threads),
-          _kernel_grad(ct, g, kernel.shape, strides, padding, threads))
+  return (_forward(ct, kernel, strides, padding, threads, reflect),
+          _kernel_grad(ct, g, kernel.shape, strides, padding, threads, reflect))
 
 
 _input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _kernel_grad(x, g, kernel_shape, strides, padding, threads):
-  return _call("bwd_weights", kernel_shape, x, g, strides, padding, threads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _kernel_grad(x, g, kernel_shape, strides, padding, threads, reflect):
+  return _call("bwd_weights", kernel_shape, x, g, strides, padding, threads, reflect)
 
 
-def _kernel_grad_fwd(x, g, kernel_shape, strides, padding, threads):
-  return _kernel_grad(x, g, kernel_shape, strides, padding, threads), (x, g)
+def _kernel_grad_fwd(x, g, kernel_shape, strides, padding, threads, reflect):
+  return _kernel_grad(x, g, kernel_shape, strides, padding, threads, reflect), (x, g)
 
 
-def _kernel_grad_bwd(kernel_shape, strides, padding, threads, res, ct):
+def _kernel_grad_bwd(kernel_shape, strides, padding, threads, reflect, res, ct):
   x, g = res
-  return (_input_grad(g, ct, x.shape, strides, padding, threads),
-          _forward(x, ct, strides, padding, threads))
+  return (_input_grad(g, ct, x.shape, strides, padding, threads, reflect),
+          _forward(x, ct, strides, padding, threads, reflect))
 
 
 _kernel_grad.defvjp(_kernel_grad_fwd, _kernel_grad_bwd)
 
 
-def conv(x: jax.Array, kernel: jax.Array, strides: int, padding) -> jax.Array:
-  """NHWC x HWIO float32 convolution by oneDNN, zero ``padding`` ``((t, b), (l, r))``.
+def conv(x: jax.Array, kernel: jax.Array, strides: int, padding, *, reflect: bool = False) -> jax.Array:
+  """NHWC x HWIO float32 convolution by oneDNN, ``padding`` ``((t, b), (l, r))``.
 
-  Runs on the CPU only: callers pick it with ``jax.lax.platform_dependent``
+  The padding is zeros, or with ``reflect`` a reflect padding
+  (:func:`ops.reflect_pad`, any width) done inside the call. Runs on the CPU
+  only: callers pick it with ``jax.lax.platform_dependent``
   (:func:`ops.conv2d`). Check :func:`supports` first.
   """
   padding = tuple((int(a), int(b)) for a, b in padding)
   if not supports(x.shape, kernel.shape, x.dtype, strides, padding) or kernel.dtype != x.dtype:
     raise ValueError(f"oneDNN conv does not take x {x.shape} {x.dtype}, kernel {kernel.shape} "
                      f"{kernel.dtype}, strides {strides}, padding {padding}")
-  return _forward(x, kernel, int(strides), padding, threads_per_call())
+  return _forward(x, kernel, int(strides), padding, threads_per_call(), bool(reflect))
+
+
+def _sort_call(kind, threads, *args):
+  out = jax.ShapeDtypeStruct(args[-1].shape, args[-1].dtype)
+  return jax.ffi.ffi_call(f"nedenoise_sortpool_{kind}", out, vmap_method="sequential")(
+      *args, threads=np.int64(threads))
+
+
+# The sort applies to x a permutation that depends on x (piecewise constant):
+# its gradient is that permutation's transpose, which for swaps of pairs is
+# the permutation itself, linear in what it moves and with no gradient for x.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _sort_pool(x, threads):
+  return _sort_call("fwd", threads, x)
+
+
+def _sort_pool_fwd(x, threads):
+  return _sort_pool(x, threads), x
+
+
+def _sort_pool_bwd(threads, x, g):
+  return (_permute(x, g, threads),)
+
+
+_sort_pool.defvjp(_sort_pool_fwd, _sort_pool_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _permute(x, v, threads):
+  return _sort_call("permute", threads, x, v)
+
+
+def _permute_fwd(x, v, threads):
+  return _permute(x, v, threads), x
+
+
+def _permute_bwd(threads, x, ct):
+  return jnp.zeros_like(x), _permute(x, ct, threads)
+
+
+_permute.defvjp(_permute_fwd, _permute_bwd)
+
+
+def sort_pool_halves(x: jax.Array) -> jax.Array:
+  """:func:`ops.sort_pool` with ``layout="halves"``, float32, on the CPU (one pass on every core)."""
+  if x.dtype != jnp.float32 or x.ndim < 1 or x.shape[-1] % 2:
+    raise ValueError(f"sort_pool_halves takes float32 arrays with an even last axis, got {x.shape} {x.dtype}")
+  return _sort_pool(x, threads_per_call())

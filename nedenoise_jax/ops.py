@@ -159,6 +159,11 @@ def sort_pool(x: jax.Array, layout: SortPoolLayout = "pairs") -> jax.Array:
   if c % 2:
     raise ValueError(f"sort_pool needs an even number of channels (last axis), got shape {x.shape}")
   if layout == "halves":
+    if x.dtype == jnp.float32 and x.size and cpu_conv.enabled():
+      # One pass on every core through the oneDNN library's companion
+      # kernels on the CPU; XLA's concatenation of the two halves ran at a
+      # fraction of the memory bandwidth.
+      return jax.lax.platform_dependent(x, cpu=cpu_conv.sort_pool_halves, default=_sort_halves)
     return _sort_halves(x)
   if layout != "pairs":
     raise ValueError(f"unknown sort_pool layout {layout!r}; expected 'pairs' or 'halves'")
@@ -254,6 +259,42 @@ def _affine_combination_bwd(res, g):
 
 
 _affine_combination.defvjp(_affine_combination_fwd, _affine_combination_bwd)
+
+
+def scale_add(x: jax.Array, y: jax.Array, alpha: jax.Array) -> jax.Array:
+  """``alpha*x + y`` for ``x``, ``y`` of one shape and a scalar ``alpha``.
+
+  With ``y = (1-alpha)*z`` it is :func:`affine_combination` of ``x`` and
+  ``z``; networks use it when ``(1-alpha)`` is folded into the kernel of the
+  convolution that makes ``z`` (``layers.AffineResidual``), so the backward
+  pass hands the incoming gradient to that convolution unscaled. Its own
+  gradient is ``(alpha*g, g, sum(g*x))``, the sum as one dot product
+  (:func:`inner`).
+  """
+  if jnp.shape(alpha) != () or jnp.shape(x) != jnp.shape(y) or jnp.ndim(x) < 1:
+    raise ValueError(f"scale_add needs x and y of one shape and a scalar alpha, got {jnp.shape(x)}, "
+                     f"{jnp.shape(y)} and {jnp.shape(alpha)}")
+  return _scale_add(x, y, jnp.asarray(alpha, jnp.result_type(x, y, alpha)))
+
+
+@jax.custom_vjp
+def _scale_add(x: jax.Array, y: jax.Array, alpha: jax.Array) -> jax.Array:
+  return alpha * x + y
+
+
+def _scale_add_fwd(x, y, alpha):
+  return _scale_add(x, y, alpha), (x, alpha)
+
+
+def _scale_add_bwd(res, g):
+  x, alpha = res
+  # g and x are both written out already, so one dot product reads them
+  # once, on every core, with nothing materialized in between.
+  g_alpha = inner(g, x).astype(alpha.dtype)
+  return (alpha * g).astype(x.dtype), g, g_alpha
+
+
+_scale_add.defvjp(_scale_add_fwd, _scale_add_bwd)
 
 
 def bias_add(y: jax.Array, bias: jax.Array) -> jax.Array:
@@ -425,27 +466,44 @@ def _conv_zero_padded_bwd(padding, res, g):
 _conv_zero_padded.defvjp(_conv_zero_padded_fwd, _conv_zero_padded_bwd)
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID") -> jax.Array:
-  """NHWC x HWIO convolution; ``padding``: ``"VALID"`` or ``((t, b), (l, r))`` zeros.
+def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *,
+           pad_mode: Literal["zeros", "reflect"] = "zeros") -> jax.Array:
+  """NHWC x HWIO convolution; ``padding``: ``"VALID"`` or ``((t, b), (l, r))``.
+
+  ``pad_mode``: the explicit padding is zeros, or ``"reflect"``
+  (:func:`reflect_pad`, the NE padding).
 
   Float32 convolutions of a program that runs on the CPU go to oneDNN
-  (:mod:`nedenoise_jax.cpu_conv`; ``NEDENOISE_CPU_CONV=xla`` turns it off).
-  Otherwise XLA's: a zero-padded stride-1 convolution is then differentiated
-  by hand, the input gradient as usual, the kernel gradient from the
-  explicitly padded input (see ``_conv_zero_padded_bwd``). The values and
-  gradients are those of :func:`jax.lax.conv_general_dilated` up to float
-  rounding.
+  (:mod:`nedenoise_jax.cpu_conv`; ``NEDENOISE_CPU_CONV=xla`` turns it off),
+  which also does the reflect padding, inside the call. Otherwise XLA's: a
+  zero-padded stride-1 convolution is then differentiated by hand, the input
+  gradient as usual, the kernel gradient from the explicitly padded input
+  (see ``_conv_zero_padded_bwd``), and a reflect-padded one is
+  :func:`reflect_pad` then a ``VALID`` convolution. The values and gradients
+  are those of :func:`jax.lax.conv_general_dilated` up to float rounding.
   """
+  if pad_mode not in ("zeros", "reflect"):
+    raise ValueError(f"unknown pad_mode {pad_mode!r}; expected 'zeros' or 'reflect'")
   explicit = ((0, 0), (0, 0)) if padding == "VALID" else padding
-  if not isinstance(explicit, str):
-    explicit = tuple((int(a), int(b)) for a, b in explicit)
-    # The shape checks first: a float64 or unsupported convolution never triggers the build.
-    if (kernel.dtype == x.dtype and cpu_conv.supports(x.shape, kernel.shape, x.dtype, strides, explicit)
-        and cpu_conv.enabled()):
-      return jax.lax.platform_dependent(
-          x, kernel, cpu=lambda x, k: cpu_conv.conv(x, k, strides, explicit),
-          default=lambda x, k: _xla_conv2d(x, k, strides, padding))
-  return _xla_conv2d(x, kernel, strides, padding)
+  if isinstance(explicit, str):
+    if pad_mode == "reflect":
+      raise ValueError(f"pad_mode='reflect' needs explicit padding ((t, b), (l, r)), got {padding!r}")
+    return _xla_conv2d(x, kernel, strides, padding)
+  explicit = tuple((int(a), int(b)) for a, b in explicit)
+  reflect = pad_mode == "reflect" and any(v for p in explicit for v in p)
+
+  def xla(x, k):
+    if reflect:
+      return _xla_conv2d(reflect_pad(x, explicit), k, strides, "VALID")
+    return _xla_conv2d(x, k, strides, padding)
+
+  # The shape checks first: a float64 or unsupported convolution never triggers the build.
+  if (kernel.dtype == x.dtype and cpu_conv.supports(x.shape, kernel.shape, x.dtype, strides, explicit)
+      and cpu_conv.enabled()):
+    return jax.lax.platform_dependent(
+        x, kernel, cpu=lambda x, k: cpu_conv.conv(x, k, strides, explicit, reflect=reflect),
+        default=xla)
+  return xla(x, kernel)
 
 
 def _xla_conv2d(x, kernel, strides, padding):

@@ -144,3 +144,98 @@ def test_build_cache_is_reused(onednn, tmp_path, monkeypatch):
   mtime = os.path.getmtime(path)
   assert cpu_conv._build() == path and os.path.getmtime(path) == mtime
   assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]  # no temporary left
+
+
+REFLECT_CASES = [  # x shape, kernel shape, reflect padding
+    ((2, 9, 7, 3), (3, 3, 3, 5), ((1, 1), (1, 1))),  # odd sizes, SAME
+    ((1, 6, 5, 4), (4, 4, 4, 2), ((1, 2), (2, 1))),  # even kernel, asymmetric
+    ((1, 3, 4, 2), (7, 7, 2, 3), ((3, 3), (3, 3))),  # pads as wide as the image: reflected back
+    ((2, 1, 5, 2), (3, 3, 2, 2), ((1, 1), (1, 1))),  # a 1-pixel axis is repeated
+    ((1, 5, 5, 3), (3, 3, 3, 4), ((0, 2), (1, 0))),  # one-sided
+]
+
+
+def _xla_reflect(x, k, pad):
+  return ops._xla_conv2d(ops.reflect_pad(x, pad), k, 1, "VALID")
+
+
+@pytest.mark.parametrize("xs,ks,pad", REFLECT_CASES)
+def test_reflect_padded_matches_xla(onednn, xs, ks, pad):
+  # The padding inside the call (and its fold in the input gradient) equals
+  # reflect_pad followed by a VALID convolution.
+  x, k = _random(xs, 20), _random(ks, 21)
+  conv = lambda x, k: cpu_conv.conv(x, k, 1, pad, reflect=True)  # noqa: E731
+  y = jax.jit(conv)(x, k)
+  ref = _xla_reflect(x, k, pad)
+  scale = float(np.sqrt(np.prod(ks[:3])))
+  assert y.shape == ref.shape
+  _close(y, ref, scale)
+  g = _random(ref.shape, 22)
+  dx, dk = jax.jit(jax.vjp(conv, x, k)[1])(g)
+  dxr, dkr = jax.vjp(lambda x, k: _xla_reflect(x, k, pad), x, k)[1](g)
+  _close(dx, dxr, scale * 4)  # border pixels sum up to 4 positions
+  _close(dk, dkr, float(np.sqrt(np.prod(ref.shape[:3]))))
+
+
+def test_reflect_padded_second_order(onednn):
+  x, k = _random((2, 7, 6, 3), 23), _random((3, 3, 3, 4), 24) * 0.3
+  pad = ((1, 1), (1, 1))
+
+  def curvature(conv):
+    inner = lambda x, k: jnp.sum(jnp.tanh(conv(x, k)))  # noqa: E731
+    return jax.grad(lambda x, k: jnp.sum(jax.grad(inner, (0, 1))(x, k)[0] ** 2), (0, 1))(x, k)
+
+  got = jax.jit(lambda: curvature(lambda x, k: cpu_conv.conv(x, k, 1, pad, reflect=True)))()
+  want = curvature(lambda x, k: _xla_reflect(x, k, pad))
+  for a, b in zip(got, want):
+    _close(a, b, float(jnp.max(jnp.abs(b))) * 10)
+
+
+def test_reflect_padded_conv2d_dispatch(onednn):
+  x, k = _random((1, 9, 8, 2), 25), _random((3, 3, 2, 4), 26)
+  same = ((1, 1), (1, 1))
+  text = jax.jit(lambda x, k: ops.conv2d(x, k, 1, same, pad_mode="reflect")).lower(x, k).as_text()
+  assert "nedenoise_rconv_fwd" in text and "gather" not in text
+  # Lowered for a GPU: reflect_pad and XLA's convolution.
+  gpu = jax.jit(lambda x, k: ops.conv2d(x, k, 1, same, pad_mode="reflect")).trace(x, k).lower(
+      lowering_platforms=("cuda",)).as_text()
+  assert "nedenoise" not in gpu and "convolution" in gpu
+  np.testing.assert_allclose(ops.conv2d(x, k, 1, same, pad_mode="reflect"),
+                             _xla_reflect(x, k, same), atol=1e-5)
+  with pytest.raises(ValueError, match="explicit padding"):
+    ops.conv2d(x, k, 1, "SAME", pad_mode="reflect")
+  with pytest.raises(ValueError, match="pad_mode"):
+    ops.conv2d(x, k, 1, same, pad_mode="wrap")
+
+
+def test_sort_pool_matches_xla(onednn):
+  x = _random((3, 5, 7, 8), 27)
+  x = x.at[0, 0, 0, 0].set(x[0, 0, 0, 4])  # a tie: min <- first, max <- second
+  g = _random(x.shape, 28)
+  np.testing.assert_array_equal(jax.jit(cpu_conv.sort_pool_halves)(x), ops._sort_halves(x))
+  got = jax.jit(jax.vjp(cpu_conv.sort_pool_halves, x)[1])(g)[0]
+  np.testing.assert_array_equal(got, jax.vjp(ops._sort_halves, x)[1](g)[0])
+
+  def curvature(sp):
+    inner = lambda x: jnp.sum(jnp.sin(sp(x)) * g)  # noqa: E731
+    return jax.grad(lambda x: jnp.sum(jax.grad(inner)(x) ** 2))(x)
+
+  np.testing.assert_allclose(jax.jit(lambda: curvature(cpu_conv.sort_pool_halves))(),
+                             curvature(ops._sort_halves), rtol=1e-6, atol=1e-6)
+  v = _random((2, 3, 4, 6), 29)
+  np.testing.assert_array_equal(jax.vmap(cpu_conv.sort_pool_halves)(v),
+                                jnp.stack([ops._sort_halves(vi) for vi in v]))
+  # A NaN is never lost: it stays in one output of its pair.
+  xn = x.at[1, 1, 1, 1].set(jnp.nan)
+  assert bool(jnp.isnan(cpu_conv.sort_pool_halves(xn)[1, 1, 1]).any())
+  with pytest.raises(ValueError, match="even last axis"):
+    cpu_conv.sort_pool_halves(_random((2, 3), 30))
+
+
+def test_sort_pool_dispatch(onednn):
+  x = _random((2, 4, 4, 6), 31)
+  text = jax.jit(lambda x: ops.sort_pool(x, "halves")).lower(x).as_text()
+  assert "nedenoise_sortpool_fwd" in text
+  with jax.enable_x64(True):
+    x64 = x.astype(jnp.float64)
+    assert "nedenoise" not in jax.jit(lambda x: ops.sort_pool(x, "halves")).lower(x64).as_text()

@@ -212,3 +212,30 @@ def test_conv_halves_layout_permutes_the_kernel_only():
                              ops.to_halves(biased.apply(vb, x)), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="in_halves needs free_channels=0"):
     layers.AffineConv(6, in_halves=True, free_channels=1).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("mode", ("ordinary", "norm_equiv"))
+def test_resblock_folded_residual_equals_plain_formula(mode):
+  """NE ResBlock folds (1 - alpha) into conv2's kernel: same output and gradients as alpha*x + (1-alpha)*y."""
+  from nedenoise_jax import layers, ops
+  spec = layers.mode_spec(mode)
+  x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 7, 5, 6)), jnp.float32)
+  block = layers.ResBlock(6, spec)
+  v = block.init(jax.random.key(0), x)
+  v = jax.tree_util.tree_map(lambda p: p + 0.05, v)  # alpha away from 0.5, kernels perturbed
+  halves = layers.uses_halves(spec)
+
+  def plain(v, x):
+    p = v["params"]
+    y = layers.conv(spec, 6, out_halves=halves).apply({"params": p["conv1"]}, x)
+    y = layers.activation(spec, y)
+    y = layers.conv(spec, 6, in_halves=halves).apply({"params": p["conv2"]}, y)
+    if spec.affine_residual:
+      return ops.affine_combination(x, y, p["residual"]["affine"]["alpha"])
+    return x + y
+
+  np.testing.assert_allclose(block.apply(v, x), plain(v, x), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda v, x: jnp.sum(jnp.sin(f(v, x)))  # noqa: E731
+  got = jax.grad(loss(block.apply), argnums=(0, 1))(v, x)
+  want = jax.grad(loss(plain), argnums=(0, 1))(v, x)
+  chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)

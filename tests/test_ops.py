@@ -253,3 +253,19 @@ def test_sort_pool_halves_layout_and_gradient():
     ops.sort_pool(x, "bogus")
   with pytest.raises(ValueError, match="even"):
     ops.to_halves(jnp.ones((3,)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_scale_add_gradient_equals_autodiff(dtype):
+  with jax.enable_x64(dtype == jnp.float64):
+    rng = np.random.default_rng(5)
+    x, y, g = (jnp.asarray(rng.normal(size=(2, 5, 3, 4)), dtype) for _ in range(3))
+    alpha = jnp.asarray(0.3, dtype)
+    loss = lambda f: lambda x, y, a: jnp.sum(f(x, y, a) * g)  # noqa: E731
+    got = jax.grad(loss(ops.scale_add), argnums=(0, 1, 2))(x, y, alpha)
+    want = jax.grad(loss(lambda x, y, a: a * x + y), argnums=(0, 1, 2))(x, y, alpha)
+    for a, b in zip(got, want):
+      assert a.dtype == dtype
+      np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == jnp.float32 else 1e-12)
+  with pytest.raises(ValueError, match="scalar alpha"):
+    ops.scale_add(x, y, jnp.ones(3))

@@ -1,4 +1,5 @@
-// XLA FFI handlers for float32 2-D convolutions on the CPU through oneDNN.
+// XLA FFI handlers for float32 2-D convolutions on the CPU through oneDNN,
+// and for the normalization-equivariant SortPool.
 //
 // Three handlers, NHWC activations and HWIO kernels as in nedenoise_jax.ops:
 //   nedenoise_conv_fwd:        y  = conv(x, w)
@@ -6,6 +7,12 @@
 //   nedenoise_conv_bwd_weights dw = d conv / dw applied to dy
 // Attributes: stride, pad_top, pad_bottom, pad_left, pad_right (XLA's
 // explicit padding, non-negative) and threads (OpenMP threads per call).
+// nedenoise_rconv_{fwd,bwd_data,bwd_weights} take the same pads as reflect
+// padding, done here into a working buffer (a second result): no padded
+// copy of the input is made or kept by XLA, and the input gradient's fold of
+// the padding runs on every core.
+// nedenoise_sortpool_{fwd,permute}: SortPool on "halves"-ordered channels
+// and the permutation it applies (its own gradient).
 //
 // A primitive is created once per shape and kept for the life of the process;
 // the kernel is reordered from HWIO into the layout the primitive prefers on
@@ -13,13 +20,18 @@
 // scratchpad, so calls from several XLA threads at once are safe.
 
 #include <omp.h>
+#include <sched.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -55,6 +67,49 @@ std::map<Key, std::shared_ptr<Entry>>& Cache() {
   static auto* cache = new std::map<Key, std::shared_ptr<Entry>>();
   return *cache;
 }
+
+// Convolutions running at once, each on `threads` OpenMP threads, are limited
+// to the cores this process may use: XLA runs independent thunks
+// concurrently, and two oneDNN calls on two OpenMP teams sharing the same
+// cores slow each other down far more than running one after the other.
+class CoreSlots {
+ public:
+  void Acquire(int64_t threads) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t need = std::min<int64_t>(std::max<int64_t>(threads, 1), cores_);
+    cv_.wait(lock, [&] { return used_ + need <= cores_; });
+    used_ += need;
+  }
+  void Release(int64_t threads) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      used_ -= std::min<int64_t>(std::max<int64_t>(threads, 1), cores_);
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  static int64_t Cores() {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+    return 1;
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t used_ = 0;
+  const int64_t cores_ = Cores();
+};
+
+CoreSlots& Slots() {
+  static CoreSlots* slots = new CoreSlots();
+  return *slots;
+}
+
+struct SlotGuard {
+  explicit SlotGuard(int64_t threads) : threads(threads) { Slots().Acquire(threads); }
+  ~SlotGuard() { Slots().Release(threads); }
+  int64_t threads;
+};
 
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
@@ -113,18 +168,100 @@ std::shared_ptr<Entry> Lookup(const Key& k) {
   return Cache().emplace(k, e).first->second;
 }
 
+// Source index of position i (in [-before, n + after)) of an axis of size n,
+// reflect-padded: the edge pixel is not repeated, wider pads reflect back and
+// forth, a 1-pixel axis is repeated (nedenoise_jax.ops.reflect_indices).
+int64_t ReflectIndex(int64_t i, int64_t n) {
+  if (n == 1) return 0;
+  const int64_t period = 2 * (n - 1);
+  const int64_t m = ((i % period) + period) % period;
+  return m >= n ? period - m : m;
+}
+
+// dst (n, h + pt + pb, w + pl + pr, c) = reflect padding of src (n, h, w, c).
+void ReflectPad(const float* src, float* dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pt,
+                int64_t pb, int64_t pl, int64_t pr, int threads) {
+  const int64_t hp = h + pt + pb, wp = w + pl + pr;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t r = 0; r < hp; ++r) {
+      const float* srow = src + (b * h + ReflectIndex(r - pt, h)) * w * c;
+      float* drow = dst + (b * hp + r) * wp * c;
+      std::memcpy(drow + pl * c, srow, sizeof(float) * w * c);
+      for (int64_t q = 0; q < wp; ++q) {
+        if (q == pl) q = pl + w;
+        if (q >= wp) break;
+        std::memcpy(drow + q * c, srow + ReflectIndex(q - pl, w) * c, sizeof(float) * c);
+      }
+    }
+  }
+}
+
+inline void AddTo(float* __restrict d, const float* __restrict s, int64_t c) {
+#pragma omp simd
+  for (int64_t k = 0; k < c; ++k) d[k] += s[k];
+}
+
+// The transpose of ReflectPad: dst (n, h, w, c) = each pixel's sum over the
+// padded positions copied from it, in a fixed order (deterministic).
+void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pt,
+                 int64_t pb, int64_t pl, int64_t pr, int threads) {
+  const int64_t hp = h + pt + pb, wp = w + pl + pr;
+  std::vector<std::vector<int64_t>> extra_rows(h);  // padded rows besides the interior one
+  for (int64_t r = 0; r < hp; ++r) {
+    if (r < pt || r >= pt + h) extra_rows[ReflectIndex(r - pt, h)].push_back(r);
+  }
+  std::vector<int64_t> col_src(wp);
+  for (int64_t q = 0; q < wp; ++q) col_src[q] = ReflectIndex(q - pl, w);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t r = 0; r < h; ++r) {
+      float* drow = dst + (b * h + r) * w * c;
+      const float* srow = src + (b * hp + r + pt) * wp * c;
+      std::memcpy(drow, srow + pl * c, sizeof(float) * w * c);
+      for (int64_t q = 0; q < wp; ++q) {
+        if (q == pl) q = pl + w;
+        if (q >= wp) break;
+        AddTo(drow + col_src[q] * c, srow + q * c, c);
+      }
+      for (int64_t pr_row : extra_rows[r]) {
+        const float* xrow = src + (b * hp + pr_row) * wp * c;
+        for (int64_t q = 0; q < wp; ++q) AddTo(drow + col_src[q] * c, xrow + q * c, c);
+      }
+    }
+  }
+}
+
+// With reflect, (pt, pb, pl, pr) are reflect pads done here: the primitive
+// sees the padded image (n, h + pt + pb, w + pl + pr, c) without padding of
+// its own, and pad_buf (that size) holds it: the padded input (forward,
+// kernel gradient) or the padded input gradient, folded back into src_ptr.
 ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t o,
                int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads,
-               void* src_ptr, void* weights_ptr, void* dst_ptr) {
-  if (stride < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || h + pt + pb < kh || w + pl + pr < kw) {
+               void* src_ptr, void* weights_ptr, void* dst_ptr, bool reflect = false,
+               float* pad_buf = nullptr) {
+  if (stride < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || h + pt + pb < kh || w + pl + pr < kw ||
+      (reflect && pad_buf == nullptr)) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn_conv: unsupported stride or padding");
   }
+  const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
   try {
-    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
-    auto e = Lookup(Key{n, h, w, c, kh, kw, o, stride, pt, pb, pl, pr, threads, kind});
+    if (threads > 0) omp_set_num_threads(nthreads);
+    const int64_t hp = reflect ? h + pt + pb : h, wp = reflect ? w + pl + pr : w;
+    const Key key = reflect ? Key{n, hp, wp, c, kh, kw, o, stride, 0, 0, 0, 0, threads, kind}
+                            : Key{n, h, w, c, kh, kw, o, stride, pt, pb, pl, pr, threads, kind};
+    auto e = Lookup(key);
     dnnl::engine& eng = Engine();
     thread_local dnnl::stream strm(Engine());
-    dnnl::memory src(e->src, eng, src_ptr), dst(e->dst, eng, dst_ptr);
+    SlotGuard slot(threads);  // held until the stream is done
+    void* prim_src = src_ptr;
+    if (reflect) {
+      prim_src = pad_buf;
+      if (kind != kBwdData) {
+        ReflectPad(static_cast<const float*>(src_ptr), pad_buf, n, h, w, c, pt, pb, pl, pr, nthreads);
+      }
+    }
+    dnnl::memory src(e->src, eng, prim_src), dst(e->dst, eng, dst_ptr);
     dnnl::memory user_w(e->user_weights, eng, weights_ptr);
     dnnl::memory prim_w = user_w;
     // Uninitialized buffers: every byte is written before it is read.
@@ -148,6 +285,9 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
       if (e->reorder_weights) e->weights_reorder.execute(strm, prim_w, user_w);
     }
     strm.wait();
+    if (reflect && kind == kBwdData) {
+      ReflectFold(pad_buf, static_cast<float*>(src_ptr), n, h, w, c, pt, pb, pl, pr, nthreads);
+    }
   } catch (const dnnl::error& err) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("onednn_conv: ") + err.what());
   }
@@ -155,39 +295,144 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
 }
 
 using F32 = ffi::Buffer<ffi::F32>;
+using Out = ffi::ResultBuffer<ffi::F32>;
 
 #define NEDENOISE_ATTRS(binding)                                                             \
   binding.Attr<int64_t>("stride").Attr<int64_t>("pad_top").Attr<int64_t>("pad_bottom")       \
       .Attr<int64_t>("pad_left").Attr<int64_t>("pad_right").Attr<int64_t>("threads")
 
-ffi::Error ConvFwdImpl(F32 x, F32 k, ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pt,
-                       int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+ffi::Error BadShapes(const char* what) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("onednn_conv: ") + what);
+}
+
+bool ConvShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd) {
+  return xd.size() == 4 && kd.size() == 4 && xd[3] == kd[2];
+}
+
+bool PadShape(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> pd, int64_t pt, int64_t pb,
+              int64_t pl, int64_t pr) {
+  return pd.size() == 4 && pd[0] == xd[0] && pd[1] == xd[1] + pt + pb && pd[2] == xd[2] + pl + pr &&
+         pd[3] == xd[3];
+}
+
+ffi::Error ConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                       int64_t pr, int64_t threads) {
   auto xd = x.dimensions(), kd = k.dimensions();
-  if (xd.size() != 4 || kd.size() != 4 || xd[3] != kd[2]) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn_conv: expected NHWC x and HWIO kernel");
-  }
+  if (!ConvShapes(xd, kd)) return BadShapes("expected NHWC x and HWIO kernel");
   return Run(kFwd, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr, threads,
              x.untyped_data(), k.untyped_data(), y->untyped_data());
 }
 
-ffi::Error ConvBwdDataImpl(F32 dy, F32 k, ffi::ResultBuffer<ffi::F32> dx, int64_t stride, int64_t pt,
-                           int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+ffi::Error ConvBwdDataImpl(F32 dy, F32 k, Out dx, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                           int64_t pr, int64_t threads) {
   auto xd = dx->dimensions(), kd = k.dimensions();
-  if (xd.size() != 4 || kd.size() != 4 || xd[3] != kd[2]) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn_conv: expected NHWC dx and HWIO kernel");
-  }
+  if (!ConvShapes(xd, kd)) return BadShapes("expected NHWC dx and HWIO kernel");
   return Run(kBwdData, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
              threads, dx->untyped_data(), k.untyped_data(), dy.untyped_data());
 }
 
-ffi::Error ConvBwdWeightsImpl(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dk, int64_t stride,
-                              int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+ffi::Error ConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt, int64_t pb,
+                              int64_t pl, int64_t pr, int64_t threads) {
   auto xd = x.dimensions(), kd = dk->dimensions();
-  if (xd.size() != 4 || kd.size() != 4 || xd[3] != kd[2]) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn_conv: expected NHWC x and HWIO kernel");
-  }
+  if (!ConvShapes(xd, kd)) return BadShapes("expected NHWC x and HWIO kernel");
   return Run(kBwdWeights, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
              threads, x.untyped_data(), dk->untyped_data(), dy.untyped_data());
+}
+
+// Reflect-padded variants: a second result of the padded input's shape is
+// the handler's working buffer (XLA allocates it; its contents are not used).
+ffi::Error RConvFwdImpl(F32 x, F32 k, Out y, Out buf, int64_t stride, int64_t pt, int64_t pb,
+                        int64_t pl, int64_t pr, int64_t threads) {
+  auto xd = x.dimensions(), kd = k.dimensions();
+  if (!ConvShapes(xd, kd) || !PadShape(xd, buf->dimensions(), pt, pb, pl, pr)) {
+    return BadShapes("expected NHWC x, HWIO kernel and a padded working buffer");
+  }
+  return Run(kFwd, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr, threads,
+             x.untyped_data(), k.untyped_data(), y->untyped_data(), true, buf->typed_data());
+}
+
+ffi::Error RConvBwdDataImpl(F32 dy, F32 k, Out dx, Out buf, int64_t stride, int64_t pt, int64_t pb,
+                            int64_t pl, int64_t pr, int64_t threads) {
+  auto xd = dx->dimensions(), kd = k.dimensions();
+  if (!ConvShapes(xd, kd) || !PadShape(xd, buf->dimensions(), pt, pb, pl, pr)) {
+    return BadShapes("expected NHWC dx, HWIO kernel and a padded working buffer");
+  }
+  return Run(kBwdData, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
+             threads, dx->untyped_data(), k.untyped_data(), dy.untyped_data(), true,
+             buf->typed_data());
+}
+
+ffi::Error RConvBwdWeightsImpl(F32 x, F32 dy, Out dk, Out buf, int64_t stride, int64_t pt,
+                               int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  auto xd = x.dimensions(), kd = dk->dimensions();
+  if (!ConvShapes(xd, kd) || !PadShape(xd, buf->dimensions(), pt, pb, pl, pr)) {
+    return BadShapes("expected NHWC x, HWIO kernel and a padded working buffer");
+  }
+  return Run(kBwdWeights, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
+             threads, x.untyped_data(), dk->untyped_data(), dy.untyped_data(), true,
+             buf->typed_data());
+}
+
+// SortPool in the "halves" channel order (nedenoise_jax.ops.sort_pool): rows
+// of c channels, pair k is (k, k + c/2). kind 0: y = (min, max) of each pair.
+// kind 1 ("permute"): out = v with each pair swapped where x's pair is out
+// of order (not x[k] <= x[k + c/2]), the permutation the sort applies to x.
+// A swap is its own transpose, so this is also the gradient of the sort.
+ffi::Error SortPoolRun(int kind, const float* x, const float* v, float* out, int64_t rows, int64_t c,
+                       int64_t threads) {
+  if (c % 2) return BadShapes("sort pool needs an even channel count");
+  const int64_t half = c / 2;
+  const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
+  SlotGuard slot(threads);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = x + r * c;
+    const float* b = a + half;
+    float* lo = out + r * c;
+    float* hi = lo + half;
+    if (kind == 0) {
+      // A permutation of each pair, the one "permute" applies: a NaN stays
+      // in one of the two outputs (XLA's minimum and maximum put it in both).
+#pragma omp simd
+      for (int64_t k = 0; k < half; ++k) {
+        const float p = a[k], q = b[k];
+        const bool keep = p <= q;
+        lo[k] = keep ? p : q;
+        hi[k] = keep ? q : p;
+      }
+    } else {
+      const float* va = v + r * c;
+      const float* vb = va + half;
+#pragma omp simd
+      for (int64_t k = 0; k < half; ++k) {
+        const bool keep = a[k] <= b[k];
+        const float p = va[k], q = vb[k];
+        lo[k] = keep ? p : q;
+        hi[k] = keep ? q : p;
+      }
+    }
+  }
+  return ffi::Error::Success();
+}
+
+int64_t Rows(ffi::Span<const int64_t> d) {
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < d.size(); ++i) rows *= d[i];
+  return rows;
+}
+
+ffi::Error SortPoolFwdImpl(F32 x, Out y, int64_t threads) {
+  auto d = x.dimensions();
+  if (d.size() == 0) return BadShapes("sort pool needs an array of rank >= 1");
+  return SortPoolRun(0, x.typed_data(), nullptr, y->typed_data(), Rows(d), d[d.size() - 1], threads);
+}
+
+ffi::Error SortPoolPermuteImpl(F32 x, F32 v, Out out, int64_t threads) {
+  auto d = x.dimensions();
+  if (d.size() == 0 || v.element_count() != x.element_count()) {
+    return BadShapes("sort pool permute needs x and v of one shape");
+  }
+  return SortPoolRun(1, x.typed_data(), v.typed_data(), out->typed_data(), Rows(d), d[d.size() - 1], threads);
 }
 
 }  // namespace
@@ -198,3 +443,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvBwdData, ConvBwdDataImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvBwdWeights, ConvBwdWeightsImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseRConvFwd, RConvFwdImpl,
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseRConvBwdData, RConvBwdDataImpl,
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseRConvBwdWeights, RConvBwdWeightsImpl,
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseSortPoolFwd, SortPoolFwdImpl,
+                              ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Attr<int64_t>("threads"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseSortPoolPermute, SortPoolPermuteImpl,
+    ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("threads"));
