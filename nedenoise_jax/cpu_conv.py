@@ -229,17 +229,9 @@ def _out_shape(x_shape, kernel_shape, strides, padding):
 
 
 def _call(kind, out_shape, a, b, strides, padding, threads, reflect):
-  out = jax.ShapeDtypeStruct(out_shape, a.dtype)
-  attrs = _attrs(strides, padding, threads)
-  if not reflect:
-    return jax.ffi.ffi_call(f"nedenoise_conv_{kind}", out, vmap_method="sequential")(a, b, **attrs)
-  # The handler's working buffer, the padded input's size: a second result,
-  # so that XLA allocates it with the step's other temporaries.
-  x_shape = out_shape if kind == "bwd_data" else a.shape
-  (t, bo), (l, r) = padding
-  buf = jax.ShapeDtypeStruct((x_shape[0], x_shape[1] + t + bo, x_shape[2] + l + r, x_shape[3]), a.dtype)
-  return jax.ffi.ffi_call(f"nedenoise_rconv_{kind}", (out, buf), vmap_method="sequential")(
-      a, b, **attrs)[0]
+  target = f"nedenoise_{'rconv' if reflect else 'conv'}_{kind}"
+  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, a.dtype), vmap_method="sequential")(
+      a, b, **_attrs(strides, padding, threads))
 
 
 # Each of the three maps is linear in each argument, and their derivatives

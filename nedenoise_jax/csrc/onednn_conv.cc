@@ -8,16 +8,17 @@
 // Attributes: stride, pad_top, pad_bottom, pad_left, pad_right (XLA's
 // explicit padding, non-negative) and threads (OpenMP threads per call).
 // nedenoise_rconv_{fwd,bwd_data,bwd_weights} take the same pads as reflect
-// padding, done here into a working buffer (a second result): no padded
-// copy of the input is made or kept by XLA, and the input gradient's fold of
-// the padding runs on every core.
+// padding, done here into a working buffer: no padded copy of the input is
+// made or kept by XLA, and the input gradient's fold of the padding runs on
+// every core.
 // nedenoise_sortpool_{fwd,permute}: SortPool on "halves"-ordered channels
 // and the permutation it applies (its own gradient).
 //
 // A primitive is created once per shape and kept for the life of the process;
 // the kernel is reordered from HWIO into the layout the primitive prefers on
-// every call (small against the convolution). Each call brings its own
-// scratchpad, so calls from several XLA threads at once are safe.
+// every call (small against the convolution). Scratchpad, reordered kernel
+// and padded image live in per-thread buffers kept between calls, so calls
+// from several XLA threads at once are safe.
 
 #include <omp.h>
 #include <sched.h>
@@ -168,6 +169,56 @@ std::shared_ptr<Entry> Lookup(const Key& k) {
   return Cache().emplace(k, e).first->second;
 }
 
+// Working memory kept per thread and reused from call to call: a block of
+// this size freshly obtained from malloc is a new mmap region whose pages
+// fault in one by one on every call (about 4 ms for 17 MB here), and XLA
+// calls these handlers hundreds of times per training step. Blocks above
+// kKeepLimit are released after the call instead.
+constexpr size_t kKeepLimit = size_t{512} << 20;
+
+class Buffer {
+ public:
+  char* Get(size_t bytes) {
+    if (bytes > kKeepLimit) {
+      once_.reset(new char[bytes + 64]);
+      return Align(once_.get());
+    }
+    if (bytes > size_) {
+      kept_.reset(new char[bytes + 64]);
+      size_ = bytes;
+    }
+    return Align(kept_.get());
+  }
+  void ReleaseOnce() { once_.reset(); }
+
+ private:
+  static char* Align(char* p) {
+    return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+  }
+  std::unique_ptr<char[]> kept_, once_;
+  size_t size_ = 0;
+};
+
+struct WorkBuffers {
+  Buffer pad, weights, scratch;
+};
+
+// Returns the calling thread's buffers; blocks above kKeepLimit are freed
+// when the guard goes out of scope.
+struct WorkGuard {
+  WorkBuffers& b;
+  WorkGuard() : b(Mine()) {}
+  ~WorkGuard() {
+    b.pad.ReleaseOnce();
+    b.weights.ReleaseOnce();
+    b.scratch.ReleaseOnce();
+  }
+  static WorkBuffers& Mine() {
+    thread_local WorkBuffers buffers;
+    return buffers;
+  }
+};
+
 // Source index of position i (in [-before, n + after)) of an axis of size n,
 // reflect-padded: the edge pixel is not repeated, wider pads reflect back and
 // forth, a 1-pixel axis is repeated (nedenoise_jax.ops.reflect_indices).
@@ -234,14 +285,12 @@ void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, 
 
 // With reflect, (pt, pb, pl, pr) are reflect pads done here: the primitive
 // sees the padded image (n, h + pt + pb, w + pl + pr, c) without padding of
-// its own, and pad_buf (that size) holds it: the padded input (forward,
-// kernel gradient) or the padded input gradient, folded back into src_ptr.
+// its own, held in a working buffer: the padded input (forward, kernel
+// gradient) or the padded input gradient, folded back into src_ptr.
 ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t o,
                int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads,
-               void* src_ptr, void* weights_ptr, void* dst_ptr, bool reflect = false,
-               float* pad_buf = nullptr) {
-  if (stride < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || h + pt + pb < kh || w + pl + pr < kw ||
-      (reflect && pad_buf == nullptr)) {
+               void* src_ptr, void* weights_ptr, void* dst_ptr, bool reflect = false) {
+  if (stride < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || h + pt + pb < kh || w + pl + pr < kw) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn_conv: unsupported stride or padding");
   }
   const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
@@ -253,9 +302,12 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
     auto e = Lookup(key);
     dnnl::engine& eng = Engine();
     thread_local dnnl::stream strm(Engine());
+    WorkGuard work;
     SlotGuard slot(threads);  // held until the stream is done
     void* prim_src = src_ptr;
+    float* pad_buf = nullptr;
     if (reflect) {
+      pad_buf = reinterpret_cast<float*>(work.b.pad.Get(sizeof(float) * n * hp * wp * c));
       prim_src = pad_buf;
       if (kind != kBwdData) {
         ReflectPad(static_cast<const float*>(src_ptr), pad_buf, n, h, w, c, pt, pb, pl, pr, nthreads);
@@ -265,14 +317,11 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
     dnnl::memory user_w(e->user_weights, eng, weights_ptr);
     dnnl::memory prim_w = user_w;
     // Uninitialized buffers: every byte is written before it is read.
-    std::unique_ptr<char[]> w_buf;
     if (e->reorder_weights) {
-      w_buf.reset(new char[e->weights.get_size()]);
-      prim_w = dnnl::memory(e->weights, eng, w_buf.get());
+      prim_w = dnnl::memory(e->weights, eng, work.b.weights.Get(e->weights.get_size()));
       if (kind != kBwdWeights) e->weights_reorder.execute(strm, user_w, prim_w);
     }
-    std::unique_ptr<char[]> scratch_buf(new char[e->scratch.get_size() + 1]);
-    dnnl::memory scratch(e->scratch, eng, scratch_buf.get());
+    dnnl::memory scratch(e->scratch, eng, work.b.scratch.Get(e->scratch.get_size() + 1));
     if (kind == kFwd) {
       e->prim.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst},
                              {DNNL_ARG_SCRATCHPAD, scratch}});
@@ -309,12 +358,6 @@ bool ConvShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd) {
   return xd.size() == 4 && kd.size() == 4 && xd[3] == kd[2];
 }
 
-bool PadShape(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> pd, int64_t pt, int64_t pb,
-              int64_t pl, int64_t pr) {
-  return pd.size() == 4 && pd[0] == xd[0] && pd[1] == xd[1] + pt + pb && pd[2] == xd[2] + pl + pr &&
-         pd[3] == xd[3];
-}
-
 ffi::Error ConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
                        int64_t pr, int64_t threads) {
   auto xd = x.dimensions(), kd = k.dimensions();
@@ -339,38 +382,29 @@ ffi::Error ConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt,
              threads, x.untyped_data(), dk->untyped_data(), dy.untyped_data());
 }
 
-// Reflect-padded variants: a second result of the padded input's shape is
-// the handler's working buffer (XLA allocates it; its contents are not used).
-ffi::Error RConvFwdImpl(F32 x, F32 k, Out y, Out buf, int64_t stride, int64_t pt, int64_t pb,
-                        int64_t pl, int64_t pr, int64_t threads) {
+// Reflect-padded variants: the pads are reflect pads, done in the handler.
+ffi::Error RConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                        int64_t pr, int64_t threads) {
   auto xd = x.dimensions(), kd = k.dimensions();
-  if (!ConvShapes(xd, kd) || !PadShape(xd, buf->dimensions(), pt, pb, pl, pr)) {
-    return BadShapes("expected NHWC x, HWIO kernel and a padded working buffer");
-  }
+  if (!ConvShapes(xd, kd)) return BadShapes("expected NHWC x and HWIO kernel");
   return Run(kFwd, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr, threads,
-             x.untyped_data(), k.untyped_data(), y->untyped_data(), true, buf->typed_data());
+             x.untyped_data(), k.untyped_data(), y->untyped_data(), true);
 }
 
-ffi::Error RConvBwdDataImpl(F32 dy, F32 k, Out dx, Out buf, int64_t stride, int64_t pt, int64_t pb,
+ffi::Error RConvBwdDataImpl(F32 dy, F32 k, Out dx, int64_t stride, int64_t pt, int64_t pb,
                             int64_t pl, int64_t pr, int64_t threads) {
   auto xd = dx->dimensions(), kd = k.dimensions();
-  if (!ConvShapes(xd, kd) || !PadShape(xd, buf->dimensions(), pt, pb, pl, pr)) {
-    return BadShapes("expected NHWC dx, HWIO kernel and a padded working buffer");
-  }
+  if (!ConvShapes(xd, kd)) return BadShapes("expected NHWC dx and HWIO kernel");
   return Run(kBwdData, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
-             threads, dx->untyped_data(), k.untyped_data(), dy.untyped_data(), true,
-             buf->typed_data());
+             threads, dx->untyped_data(), k.untyped_data(), dy.untyped_data(), true);
 }
 
-ffi::Error RConvBwdWeightsImpl(F32 x, F32 dy, Out dk, Out buf, int64_t stride, int64_t pt,
-                               int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+ffi::Error RConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt, int64_t pb,
+                               int64_t pl, int64_t pr, int64_t threads) {
   auto xd = x.dimensions(), kd = dk->dimensions();
-  if (!ConvShapes(xd, kd) || !PadShape(xd, buf->dimensions(), pt, pb, pl, pr)) {
-    return BadShapes("expected NHWC x, HWIO kernel and a padded working buffer");
-  }
+  if (!ConvShapes(xd, kd)) return BadShapes("expected NHWC x and HWIO kernel");
   return Run(kBwdWeights, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
-             threads, x.untyped_data(), dk->untyped_data(), dy.untyped_data(), true,
-             buf->typed_data());
+             threads, x.untyped_data(), dk->untyped_data(), dy.untyped_data(), true);
 }
 
 // SortPool in the "halves" channel order (nedenoise_jax.ops.sort_pool): rows
@@ -443,15 +477,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvBwdData, ConvBwdDataImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvBwdWeights, ConvBwdWeightsImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    NedenoiseRConvFwd, RConvFwdImpl,
-    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    NedenoiseRConvBwdData, RConvBwdDataImpl,
-    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    NedenoiseRConvBwdWeights, RConvBwdWeightsImpl,
-    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvFwd, RConvFwdImpl,
+                              NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvBwdData, RConvBwdDataImpl,
+                              NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvBwdWeights, RConvBwdWeightsImpl,
+                              NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseSortPoolFwd, SortPoolFwdImpl,
                               ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Attr<int64_t>("threads"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
