@@ -47,7 +47,7 @@ MODES = ("auto", "onednn", "xla")
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_conv.cc")
 _TARGETS = {"conv_fwd": "NedenoiseConvFwd", "conv_bwd_data": "NedenoiseConvBwdData",
             "conv_bwd_weights": "NedenoiseConvBwdWeights", "rconv_fwd": "NedenoiseRConvFwd",
-            "rconv_bwd_data": "NedenoiseRConvBwdData", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
+            "rconv_bwd_data": "NedenoiseRConvBwdData", "srconv_fwd": "NedenoiseSRConvFwd", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
             "sortpool_fwd": "NedenoiseSortPoolFwd", "sortpool_permute": "NedenoiseSortPoolPermute"}
 _lock = threading.Lock()
 _state: dict = {"tried": False, "error": None, "path": None}
@@ -357,3 +357,39 @@ def sort_pool_halves(x: jax.Array) -> jax.Array:
   if x.dtype != jnp.float32 or x.ndim < 1 or x.shape[-1] % 2:
     raise ValueError(f"sort_pool_halves takes float32 arrays with an even last axis, got {x.shape} {x.dtype}")
   return _sort_pool(x, threads_per_call())
+
+
+# SortPool then a reflect-padded convolution, with the sort done while the
+# input is padded: no sorted copy is written out or kept for the backward
+# pass, which sorts again (one pass) and is made of the differentiable maps
+# above, so every order of differentiation works.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _sorted_forward(z, kernel, strides, padding, threads):
+  out = jax.ShapeDtypeStruct(_out_shape(z.shape, kernel.shape, strides, padding), z.dtype)
+  return jax.ffi.ffi_call("nedenoise_srconv_fwd", out, vmap_method="sequential")(
+      z, kernel, **_attrs(strides, padding, threads))
+
+
+def _sorted_forward_fwd(z, kernel, strides, padding, threads):
+  return _sorted_forward(z, kernel, strides, padding, threads), (z, kernel)
+
+
+def _sorted_forward_bwd(strides, padding, threads, res, g):
+  z, kernel = res
+  dx = _input_grad(g, kernel, z.shape, strides, padding, threads, True)
+  dk = _kernel_grad(_sort_pool(z, threads), g, kernel.shape, strides, padding, threads, True)
+  return _permute(z, dx, threads), dk
+
+
+_sorted_forward.defvjp(_sorted_forward_fwd, _sorted_forward_bwd)
+
+
+def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding) -> jax.Array:
+  """``conv(x, k, strides, padding, reflect=True)`` of ``x = sort_pool_halves(z)``, in one pass over ``z``."""
+  padding = tuple((int(a), int(b)) for a, b in padding)
+  if (not supports(z.shape, kernel.shape, z.dtype, strides, padding) or kernel.dtype != z.dtype
+      or z.shape[-1] % 2):
+    raise ValueError(f"oneDNN sort_pool_conv does not take z {z.shape} {z.dtype}, kernel "
+                     f"{kernel.shape} {kernel.dtype}, strides {strides}, padding {padding}")
+  return _sorted_forward(z, kernel, int(strides), padding, threads_per_call())

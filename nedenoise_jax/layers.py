@@ -104,6 +104,9 @@ class Conv(nn.Module):
       stored order; the kernel is permuted to match, so the stored parameters,
       the constraint and the result (up to that channel order) do not change.
       Set between a convolution, a SortPool and the next convolution.
+    sort_input: apply SortPool (``halves`` layout, so with ``in_halves``) to
+      the input first; on the CPU the sort is fused with the reflect padding
+      (:func:`ops.sort_pool_conv2d`).
     dtype: compute dtype (``None``: the input's). The constrained kernel is
       formed in at least float32 before the cast, so its sums stay exact.
     param_dtype: dtype of the stored parameters.
@@ -119,6 +122,7 @@ class Conv(nn.Module):
   parametrization: ops.Parametrization = "centre"
   in_halves: bool = False
   out_halves: bool = False
+  sort_input: bool = False
   kernel_scale: float = 2.0
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
@@ -171,8 +175,13 @@ class Conv(nn.Module):
       pad = ops.same_padding(self.kernel_size)
     else:
       raise ValueError(f"unknown padding {self.padding!r}; expected 'zeros', 'reflect' or 'valid'")
-    y = ops.conv2d(x, kernel, self.strides, pad,
-                   pad_mode="reflect" if self.padding == "reflect" else "zeros")
+    pad_mode = "reflect" if self.padding == "reflect" else "zeros"
+    if self.sort_input:
+      if not self.in_halves:
+        raise ValueError("Conv: sort_input needs in_halves=True (SortPool's halves layout)")
+      y = ops.sort_pool_conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode)
+    else:
+      y = ops.conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
       if self.out_halves:
@@ -267,11 +276,12 @@ def uses_halves(spec: ModeSpec) -> bool:
 def conv(spec: ModeSpec, features: int, kernel_size=(3, 3), *, strides: int = 1,
          padding: Optional[str] = None, use_bias: Optional[bool] = None, free_channels: int = 0,
          parametrization: ops.Parametrization = "centre", dtype=None, param_dtype=jnp.float32,
-         in_halves: bool = False, out_halves: bool = False,
+         in_halves: bool = False, out_halves: bool = False, sort_input: bool = False,
          name: Optional[str] = None) -> Conv:
   """The convolution a mode uses; ``padding``/``use_bias`` override the mode's choice."""
   common = dict(features=features, kernel_size=tuple(kernel_size), strides=strides, dtype=dtype,
-                param_dtype=param_dtype, in_halves=in_halves, out_halves=out_halves, name=name)
+                param_dtype=param_dtype, in_halves=in_halves, out_halves=out_halves,
+                sort_input=sort_input, name=name)
   if spec.constraint == "affine":
     return AffineConv(padding=padding or "reflect", free_channels=free_channels,
                       parametrization=parametrization, **common)
@@ -324,8 +334,10 @@ class ResBlock(nn.Module):
               param_dtype=self.param_dtype)
     halves = uses_halves(self.spec)
     y = conv(self.spec, self.features, out_halves=halves, name="conv1", **kw)(x)
-    y = activation(self.spec, y)
-    conv2 = conv(self.spec, self.features, in_halves=halves, name="conv2", **kw)
+    if not self.spec.sort_pool:  # SortPool is applied by conv2, with its padding
+      y = activation(self.spec, y)
+    conv2 = conv(self.spec, self.features, in_halves=halves, sort_input=self.spec.sort_pool,
+                 name="conv2", **kw)
     # The second convolution is the branch's last linear map: an affine
     # residual folds its (1 - alpha) into that kernel (see AffineResidual).
     return Residual(self.spec, self.param_dtype, name="residual")(

@@ -93,11 +93,17 @@ class FDnCNN(Denoiser):
     spec, noise_map, kw = self._start(x, sigma)
     halves = uses_halves(spec)
     h = _with_map(x, noise_map)
+    # With SortPool, each convolution sorts its input itself (fused with the
+    # reflect padding on the CPU, see layers.Conv.sort_input).
+    sort = spec.sort_pool
     for i in range(self.depth - 1):
       h = conv(spec, self.features, free_channels=0 if (i or self.blind) else 1,
-               in_halves=halves and i > 0, out_halves=halves, name=f"conv_{i}", **kw)(h)
-      h = activation(spec, h)
+               in_halves=halves and i > 0, out_halves=halves, sort_input=sort and i > 0,
+               name=f"conv_{i}", **kw)(h)
+      if not sort:
+        h = activation(spec, h)
     h = conv(spec, self.channels, use_bias=False, in_halves=halves and self.depth > 1,
+             sort_input=sort and self.depth > 1,
              name=f"conv_{self.depth - 1}", **kw)(h)
     return h.astype(x.dtype)
 

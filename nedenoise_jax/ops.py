@@ -506,6 +506,26 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *
   return xla(x, kernel)
 
 
+def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *,
+                     pad_mode: Literal["zeros", "reflect"] = "zeros") -> jax.Array:
+  """``conv2d(sort_pool(z, "halves"), kernel, ...)``: SortPool then a convolution.
+
+  Float32 on the CPU with reflect padding, the sort is done by the oneDNN
+  call while it pads the input (:func:`cpu_conv.sort_pool_conv`): no sorted
+  copy is written out, and none is kept for the backward pass.
+  """
+  explicit = ((0, 0), (0, 0)) if padding == "VALID" else padding
+  if (pad_mode == "reflect" and not isinstance(explicit, str) and z.dtype == jnp.float32
+      and kernel.dtype == z.dtype and z.ndim == 4 and z.shape[-1] % 2 == 0):
+    explicit = tuple((int(a), int(b)) for a, b in explicit)
+    if (any(v for p in explicit for v in p)
+        and cpu_conv.supports(z.shape, kernel.shape, z.dtype, strides, explicit) and cpu_conv.enabled()):
+      return jax.lax.platform_dependent(
+          z, kernel, cpu=lambda z, k: cpu_conv.sort_pool_conv(z, k, strides, explicit),
+          default=lambda z, k: _xla_conv2d(reflect_pad(_sort_halves(z), explicit), k, strides, "VALID"))
+  return conv2d(sort_pool(z, "halves"), kernel, strides, padding, pad_mode=pad_mode)
+
+
 def _xla_conv2d(x, kernel, strides, padding):
   if isinstance(padding, str) or strides != 1 or not any(v for p in padding for v in p):
     return _conv(x, kernel, strides, padding)

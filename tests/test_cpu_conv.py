@@ -239,3 +239,35 @@ def test_sort_pool_dispatch(onednn):
   with jax.enable_x64(True):
     x64 = x.astype(jnp.float64)
     assert "nedenoise" not in jax.jit(lambda x: ops.sort_pool(x, "halves")).lower(x64).as_text()
+
+
+@pytest.mark.parametrize("xs,ks,pad", REFLECT_CASES[:2] + REFLECT_CASES[3:])
+def test_sort_pool_conv_matches_xla(onednn, xs, ks, pad):
+  # SortPool fused into the padding: values, gradients and second order as sort_pool then conv.
+  xs = xs[:3] + (2 * xs[3],)
+  ks = ks[:2] + (2 * ks[2], ks[3])
+  z, k = _random(xs, 32), _random(ks, 33) * 0.3
+  fused = lambda z, k: cpu_conv.sort_pool_conv(z, k, 1, pad)  # noqa: E731
+  plain = lambda z, k: _xla_reflect(ops._sort_halves(z), k, pad)  # noqa: E731
+  scale = float(np.sqrt(np.prod(ks[:3])))
+  _close(jax.jit(fused)(z, k), plain(z, k), scale)
+  g = _random(plain(z, k).shape, 34)
+  for a, b in zip(jax.jit(jax.vjp(fused, z, k)[1])(g), jax.vjp(plain, z, k)[1](g)):
+    _close(a, b, scale * 4 * float(np.sqrt(xs[0] * xs[1] * xs[2])))
+
+  def curvature(f):
+    inner = lambda z, k: jnp.sum(jnp.tanh(f(z, k)))  # noqa: E731
+    return jax.grad(lambda z, k: jnp.sum(jax.grad(inner, (0, 1))(z, k)[0] ** 2), (0, 1))(z, k)
+
+  for a, b in zip(jax.jit(lambda: curvature(fused))(), curvature(plain)):
+    _close(a, b, float(jnp.max(jnp.abs(b))) * 10)
+
+
+def test_ne_network_sorts_inside_its_convolutions(onednn):
+  from nedenoise_jax import models
+  net = models.create("fdncnn", mode="norm_equiv", blind=True, features=8, depth=4)
+  x = _random((1, 11, 9, 1), 35)
+  v = net.init(jax.random.key(0), x)
+  text = jax.jit(net.apply).lower(v, x).as_text()
+  assert text.count("nedenoise_srconv_fwd") == 3 and "nedenoise_sortpool_fwd" not in text
+  assert "gather" not in text

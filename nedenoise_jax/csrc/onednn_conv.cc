@@ -229,20 +229,42 @@ int64_t ReflectIndex(int64_t i, int64_t n) {
   return m >= n ? period - m : m;
 }
 
-// dst (n, h + pt + pb, w + pl + pr, c) = reflect padding of src (n, h, w, c).
+// SortPool of one pixel's c channels in the "halves" order (pair k is
+// (k, k + c/2)): each pair becomes (min, max), a permutation of it (a NaN
+// stays in one of the two).
+inline void SortPixel(const float* __restrict a, float* __restrict out, int64_t c) {
+  const int64_t half = c / 2;
+  const float* b = a + half;
+  float* hi = out + half;
+#pragma omp simd
+  for (int64_t k = 0; k < half; ++k) {
+    const float p = a[k], q = b[k];
+    const bool keep = p <= q;
+    out[k] = keep ? p : q;
+    hi[k] = keep ? q : p;
+  }
+}
+
+// dst (n, h + pt + pb, w + pl + pr, c) = reflect padding of src (n, h, w, c),
+// with sort: of SortPool(src).
 void ReflectPad(const float* src, float* dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pt,
-                int64_t pb, int64_t pl, int64_t pr, int threads) {
+                int64_t pb, int64_t pl, int64_t pr, int threads, bool sort = false) {
   const int64_t hp = h + pt + pb, wp = w + pl + pr;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
   for (int64_t b = 0; b < n; ++b) {
     for (int64_t r = 0; r < hp; ++r) {
       const float* srow = src + (b * h + ReflectIndex(r - pt, h)) * w * c;
       float* drow = dst + (b * hp + r) * wp * c;
-      std::memcpy(drow + pl * c, srow, sizeof(float) * w * c);
-      for (int64_t q = 0; q < wp; ++q) {
+      float* inner = drow + pl * c;
+      if (sort) {
+        for (int64_t q = 0; q < w; ++q) SortPixel(srow + q * c, inner + q * c, c);
+      } else {
+        std::memcpy(inner, srow, sizeof(float) * w * c);
+      }
+      for (int64_t q = 0; q < wp; ++q) {  // the border columns, from the row just written
         if (q == pl) q = pl + w;
         if (q >= wp) break;
-        std::memcpy(drow + q * c, srow + ReflectIndex(q - pl, w) * c, sizeof(float) * c);
+        std::memcpy(drow + q * c, inner + ReflectIndex(q - pl, w) * c, sizeof(float) * c);
       }
     }
   }
@@ -289,7 +311,8 @@ void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, 
 // gradient) or the padded input gradient, folded back into src_ptr.
 ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t o,
                int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads,
-               void* src_ptr, void* weights_ptr, void* dst_ptr, bool reflect = false) {
+               void* src_ptr, void* weights_ptr, void* dst_ptr, bool reflect = false,
+               bool sort_input = false) {
   if (stride < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || h + pt + pb < kh || w + pl + pr < kw) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn_conv: unsupported stride or padding");
   }
@@ -310,7 +333,8 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
       pad_buf = reinterpret_cast<float*>(work.b.pad.Get(sizeof(float) * n * hp * wp * c));
       prim_src = pad_buf;
       if (kind != kBwdData) {
-        ReflectPad(static_cast<const float*>(src_ptr), pad_buf, n, h, w, c, pt, pb, pl, pr, nthreads);
+        ReflectPad(static_cast<const float*>(src_ptr), pad_buf, n, h, w, c, pt, pb, pl, pr, nthreads,
+                   sort_input);
       }
     }
     dnnl::memory src(e->src, eng, prim_src), dst(e->dst, eng, dst_ptr);
@@ -383,6 +407,15 @@ ffi::Error ConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt,
 }
 
 // Reflect-padded variants: the pads are reflect pads, done in the handler.
+// nedenoise_srconv_fwd also applies SortPool ("halves") to x while padding.
+ffi::Error SRConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                         int64_t pr, int64_t threads) {
+  auto xd = x.dimensions(), kd = k.dimensions();
+  if (!ConvShapes(xd, kd) || xd[3] % 2) return BadShapes("expected NHWC x (even C) and HWIO kernel");
+  return Run(kFwd, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr, threads,
+             x.untyped_data(), k.untyped_data(), y->untyped_data(), true, true);
+}
+
 ffi::Error RConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
                         int64_t pr, int64_t threads) {
   auto xd = x.dimensions(), kd = k.dimensions();
@@ -478,6 +511,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvBwdData, ConvBwdDataImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvBwdWeights, ConvBwdWeightsImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvFwd, RConvFwdImpl,
+                              NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseSRConvFwd, SRConvFwdImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvBwdData, RConvBwdDataImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
