@@ -6,8 +6,9 @@ The 3x3 stride-1 layers of full-size FDnCNN (16x64x64, 64 channels) and DRUNet
 (4x128x128 at 64 channels down to 4x16x16 at 512), batch-sharded over the
 devices as in a training step, in the two forms the models use: zero-padded
 (``ordinary``/``scale_equiv``: ``ops.conv2d`` with SAME padding) and
-reflect-padded (``norm_equiv``: ``ops.reflect_pad`` then a VALID
-``ops.conv2d``). Each part is its own jitted program (``xla_options.jit``),
+reflect-padded (``norm_equiv``: ``ops.conv2d(..., pad_mode="reflect")``,
+which pads inside the oneDNN call on the CPU, and is ``ops.reflect_pad``
+then a VALID convolution elsewhere). Each part is its own jitted program (``xla_options.jit``),
 timed as the median of ``--repeats`` runs after a warm-up; GFLOP/s count
 2 x multiply-adds of the convolution.
 
@@ -109,7 +110,7 @@ def measure(repeats: int) -> list[dict]:
   shard, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
   forms = {
       "zero-padded": lambda x, k: ops.conv2d(x, k, 1, ops.same_padding((3, 3))),
-      "reflect-padded": lambda x, k: ops.conv2d(ops.reflect_pad(x, ((1, 1), (1, 1))), k),
+      "reflect-padded": lambda x, k: ops.conv2d(x, k, 1, ops.same_padding((3, 3)), pad_mode="reflect"),
   }
   rows = []
   rng = np.random.default_rng(0)
