@@ -30,4 +30,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from nedenoise_jax import runtime
+  runtime.configure_malloc()  # re-executes with malloc keeping freed memory (runtime.py)
   app.run(main)

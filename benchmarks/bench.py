@@ -262,7 +262,8 @@ def _write(out, rows, backend, args) -> dict:
       "environment": {"backend": backend, "devices": [str(d) for d in jax.devices()],
                       "jax": jax.__version__, "dtype": args.dtype, "repeats": args.repeats,
                       "machine": platform.machine(), "cpu_count": os.cpu_count(),
-                      "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d")},
+                      "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"),
+                      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
       "reference": args.reference_times if backend == "cpu" else {},
       "reference_environment": args.reference_env if backend == "cpu" else {},
   }
@@ -280,4 +281,6 @@ def write_results(out: str, results: dict, md: str) -> None:
 
 
 if __name__ == "__main__":
+  from nedenoise_jax import runtime
+  runtime.configure_malloc()  # re-executes with malloc keeping freed memory (runtime.py)
   sys.exit(main())

@@ -216,4 +216,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  from nedenoise_jax import runtime
+  runtime.configure_malloc()  # re-executes with malloc keeping freed memory (runtime.py)
   sys.exit(main())

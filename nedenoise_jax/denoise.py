@@ -369,4 +369,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+  from nedenoise_jax import runtime
+  runtime.configure_malloc()  # re-executes with malloc keeping freed memory (runtime.py)
   sys.exit(main())
