@@ -215,6 +215,7 @@ def denoise(image: Any, model: ModelArg = None, sigma: Optional[float] = None, *
         if bar is not None:
           bar.update()
   if bar is not None:
+    bar.refresh()  # the final count is drawn even when the last tiles came faster than tqdm redraws
     bar.close()
   if scale:
     info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
