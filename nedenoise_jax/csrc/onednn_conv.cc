@@ -460,15 +460,9 @@ ffi::Error SortPoolRun(int kind, const float* x, const float* v, float* out, int
     float* lo = out + r * c;
     float* hi = lo + half;
     if (kind == 0) {
-      // A permutation of each pair, the one "permute" applies: a NaN stays
-      // in one of the two outputs (XLA's minimum and maximum put it in both).
-#pragma omp simd
-      for (int64_t k = 0; k < half; ++k) {
-        const float p = a[k], q = b[k];
-        const bool keep = p <= q;
-        lo[k] = keep ? p : q;
-        hi[k] = keep ? q : p;
-      }
+      // The permutation "permute" applies: a NaN stays in one of the two
+      // outputs (XLA's minimum and maximum put it in both).
+      SortPixel(a, lo, c);
     } else {
       const float* va = v + r * c;
       const float* vb = va + half;
