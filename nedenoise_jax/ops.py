@@ -515,11 +515,12 @@ def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding=
   copy is written out, and none is kept for the backward pass.
   """
   explicit = ((0, 0), (0, 0)) if padding == "VALID" else padding
-  if (pad_mode == "reflect" and not isinstance(explicit, str) and z.dtype == jnp.float32
-      and kernel.dtype == z.dtype and z.ndim == 4 and z.shape[-1] % 2 == 0):
+  if pad_mode == "reflect" and not isinstance(explicit, str) and kernel.dtype == z.dtype:
     explicit = tuple((int(a), int(b)) for a, b in explicit)
+    # supports() checks float32 and rank 4; the sort needs an even channel count.
     if (any(v for p in explicit for v in p)
-        and cpu_conv.supports(z.shape, kernel.shape, z.dtype, strides, explicit) and cpu_conv.enabled()):
+        and cpu_conv.supports(z.shape, kernel.shape, z.dtype, strides, explicit)
+        and z.shape[-1] % 2 == 0 and cpu_conv.enabled()):
       return jax.lax.platform_dependent(
           z, kernel, cpu=lambda z, k: cpu_conv.sort_pool_conv(z, k, strides, explicit),
           default=lambda z, k: _xla_conv2d(reflect_pad(_sort_halves(z), explicit), k, strides, "VALID"))
