@@ -6,8 +6,9 @@ gradient; oneDNN (the library PyTorch uses on the CPU) ran the same layers
 module compiles ``csrc/onednn_conv.cc`` once per machine (about 3 s, with the
 system's C++ compiler, the oneDNN headers and library of the
 ``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels and JAX's FFI headers),
-caches the shared library, and registers three FFI targets: forward,
-input gradient and kernel gradient.
+caches the shared library, and registers its FFI targets: forward, input
+gradient and kernel gradient, with zero or reflect padding, the latter also
+with SortPool fused into the padding; and SortPool itself.
 
 :func:`ops.conv2d` uses them for float32 convolutions when the program runs
 on the CPU (``jax.lax.platform_dependent``: a GPU or TPU program is
@@ -47,7 +48,9 @@ MODES = ("auto", "onednn", "xla")
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_conv.cc")
 _TARGETS = {"conv_fwd": "NedenoiseConvFwd", "conv_bwd_data": "NedenoiseConvBwdData",
             "conv_bwd_weights": "NedenoiseConvBwdWeights", "rconv_fwd": "NedenoiseRConvFwd",
-            "rconv_bwd_data": "NedenoiseRConvBwdData", "srconv_fwd": "NedenoiseSRConvFwd", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
+            "rconv_bwd_data": "NedenoiseRConvBwdData", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
+            "srconv_fwd": "NedenoiseSRConvFwd", "srconv_bwd_data": "NedenoiseSRConvBwdData",
+            "srconv_bwd_weights": "NedenoiseSRConvBwdWeights",
             "sortpool_fwd": "NedenoiseSortPoolFwd", "sortpool_permute": "NedenoiseSortPoolPermute"}
 _lock = threading.Lock()
 _state: dict = {"tried": False, "error": None, "path": None}
@@ -310,86 +313,146 @@ def conv(x: jax.Array, kernel: jax.Array, strides: int, padding, *, reflect: boo
   return _forward(x, kernel, int(strides), padding, threads_per_call(), bool(reflect))
 
 
-def _sort_call(kind, threads, *args):
+def _sort_call(kind, threads, pairs, *args):
   out = jax.ShapeDtypeStruct(args[-1].shape, args[-1].dtype)
   return jax.ffi.ffi_call(f"nedenoise_sortpool_{kind}", out, vmap_method="sequential")(
-      *args, threads=np.int64(threads))
+      *args, threads=np.int64(threads), pairs=np.int64(pairs))
 
 
 # The sort applies to x a permutation that depends on x (piecewise constant):
 # its gradient is that permutation's transpose, which for swaps of pairs is
 # the permutation itself, linear in what it moves and with no gradient for x.
+# pairs: True for adjacent pairs (2k, 2k+1), False for the "halves" order.
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _sort_pool(x, threads):
-  return _sort_call("fwd", threads, x)
-
-
-def _sort_pool_fwd(x, threads):
-  return _sort_pool(x, threads), x
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _sort_pool(x, threads, pairs):
+  return _sort_call("fwd", threads, pairs, x)
 
 
-def _sort_pool_bwd(threads, x, g):
-  return (_permute(x, g, threads),)
+def _sort_pool_fwd(x, threads, pairs):
+  return _sort_pool(x, threads, pairs), x
+
+
+def _sort_pool_bwd(threads, pairs, x, g):
+  return (_permute(x, g, threads, pairs),)
 
 
 _sort_pool.defvjp(_sort_pool_fwd, _sort_pool_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _permute(x, v, threads):
-  return _sort_call("permute", threads, x, v)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _permute(x, v, threads, pairs):
+  return _sort_call("permute", threads, pairs, x, v)
 
 
-def _permute_fwd(x, v, threads):
-  return _permute(x, v, threads), x
+def _permute_fwd(x, v, threads, pairs):
+  return _permute(x, v, threads, pairs), x
 
 
-def _permute_bwd(threads, x, ct):
-  return jnp.zeros_like(x), _permute(x, ct, threads)
+def _permute_bwd(threads, pairs, x, ct):
+  return jnp.zeros_like(x), _permute(x, ct, threads, pairs)
 
 
 _permute.defvjp(_permute_fwd, _permute_bwd)
 
 
-def sort_pool_halves(x: jax.Array) -> jax.Array:
-  """:func:`ops.sort_pool` with ``layout="halves"``, float32, on the CPU (one pass on every core)."""
+def _check_layout(layout: str) -> bool:
+  if layout not in ("pairs", "halves"):
+    raise ValueError(f"unknown sort_pool layout {layout!r}; expected 'pairs' or 'halves'")
+  return layout == "pairs"
+
+
+def sort_pool(x: jax.Array, layout: str = "pairs") -> jax.Array:
+  """:func:`ops.sort_pool` (``layout`` ``"pairs"`` or ``"halves"``), float32, on the CPU (one pass on every core)."""
+  pairs = _check_layout(layout)
   if x.dtype != jnp.float32 or x.ndim < 1 or x.shape[-1] % 2:
-    raise ValueError(f"sort_pool_halves takes float32 arrays with an even last axis, got {x.shape} {x.dtype}")
-  return _sort_pool(x, threads_per_call())
+    raise ValueError(f"cpu_conv.sort_pool takes float32 arrays with an even last axis, got {x.shape} {x.dtype}")
+  return _sort_pool(x, threads_per_call(), pairs)
 
 
 # SortPool then a reflect-padded convolution, with the sort done while the
-# input is padded: no sorted copy is written out or kept for the backward
-# pass, which sorts again (one pass) and is made of the differentiable maps
-# above, so every order of differentiation works.
+# input is padded: no sorted copy is written out or kept. The backward pass
+# sorts z again while padding it for the kernel gradient, and permutes the
+# input gradient while folding the padding back (one pass each). Those two
+# fused maps differentiate as the compositions of the maps above they equal,
+# so every order of differentiation works.
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _sorted_forward(z, kernel, strides, padding, threads):
-  out = jax.ShapeDtypeStruct(_out_shape(z.shape, kernel.shape, strides, padding), z.dtype)
-  return jax.ffi.ffi_call("nedenoise_srconv_fwd", out, vmap_method="sequential")(
-      z, kernel, **_attrs(strides, padding, threads))
-
-
-def _sorted_forward_fwd(z, kernel, strides, padding, threads):
-  return _sorted_forward(z, kernel, strides, padding, threads), (z, kernel)
+def _sorted_call(kind, out_shape, a, b, z, strides, padding, threads, pairs):
+  args = (a, b) if z is None else (a, b, z)
+  return jax.ffi.ffi_call(f"nedenoise_srconv_{kind}", jax.ShapeDtypeStruct(out_shape, a.dtype),
+                          vmap_method="sequential")(
+      *args, **_attrs(strides, padding, threads), pairs=np.int64(pairs))
 
 
-def _sorted_forward_bwd(strides, padding, threads, res, g):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _sorted_forward(z, kernel, strides, padding, threads, pairs):
+  return _sorted_call("fwd", _out_shape(z.shape, kernel.shape, strides, padding), z, kernel, None,
+                      strides, padding, threads, pairs)
+
+
+def _sorted_forward_fwd(z, kernel, strides, padding, threads, pairs):
+  return _sorted_forward(z, kernel, strides, padding, threads, pairs), (z, kernel)
+
+
+def _sorted_forward_bwd(strides, padding, threads, pairs, res, g):
   z, kernel = res
-  dx = _input_grad(g, kernel, z.shape, strides, padding, threads, True)
-  dk = _kernel_grad(_sort_pool(z, threads), g, kernel.shape, strides, padding, threads, True)
-  return _permute(z, dx, threads), dk
+  return (_sorted_input_grad(g, kernel, z, strides, padding, threads, pairs),
+          _sorted_kernel_grad(z, g, kernel.shape, strides, padding, threads, pairs))
 
 
 _sorted_forward.defvjp(_sorted_forward_fwd, _sorted_forward_bwd)
 
 
-def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding) -> jax.Array:
-  """``conv(x, k, strides, padding, reflect=True)`` of ``x = sort_pool_halves(z)``, in one pass over ``z``."""
+def _plain_input_grad(g, kernel, z, strides, padding, threads, pairs):
+  return _permute(z, _input_grad(g, kernel, z.shape, strides, padding, threads, True), threads, pairs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _sorted_input_grad(g, kernel, z, strides, padding, threads, pairs):
+  """``_plain_input_grad`` in one call."""
+  return _sorted_call("bwd_data", z.shape, g, kernel, z, strides, padding, threads, pairs)
+
+
+def _sorted_input_grad_fwd(g, kernel, z, strides, padding, threads, pairs):
+  return _sorted_input_grad(g, kernel, z, strides, padding, threads, pairs), (g, kernel, z)
+
+
+def _sorted_input_grad_bwd(strides, padding, threads, pairs, res, ct):
+  return jax.vjp(lambda *a: _plain_input_grad(*a, strides, padding, threads, pairs), *res)[1](ct)
+
+
+_sorted_input_grad.defvjp(_sorted_input_grad_fwd, _sorted_input_grad_bwd)
+
+
+def _plain_kernel_grad(z, g, kernel_shape, strides, padding, threads, pairs):
+  return _kernel_grad(_sort_pool(z, threads, pairs), g, kernel_shape, strides, padding, threads, True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _sorted_kernel_grad(z, g, kernel_shape, strides, padding, threads, pairs):
+  """``_plain_kernel_grad`` in one call."""
+  return _sorted_call("bwd_weights", kernel_shape, z, g, None, strides, padding, threads, pairs)
+
+
+def _sorted_kernel_grad_fwd(z, g, kernel_shape, strides, padding, threads, pairs):
+  return _sorted_kernel_grad(z, g, kernel_shape, strides, padding, threads, pairs), (z, g)
+
+
+def _sorted_kernel_grad_bwd(kernel_shape, strides, padding, threads, pairs, res, ct):
+  return jax.vjp(lambda z, g: _plain_kernel_grad(z, g, kernel_shape, strides, padding, threads, pairs),
+                 *res)[1](ct)
+
+
+_sorted_kernel_grad.defvjp(_sorted_kernel_grad_fwd, _sorted_kernel_grad_bwd)
+
+
+def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding,
+                   layout: str = "pairs") -> jax.Array:
+  """``conv(x, k, strides, padding, reflect=True)`` of ``x = sort_pool(z, layout)``, in one pass over ``z``."""
+  pairs = _check_layout(layout)
   padding = tuple((int(a), int(b)) for a, b in padding)
   if (not supports(z.shape, kernel.shape, z.dtype, strides, padding) or kernel.dtype != z.dtype
       or z.shape[-1] % 2):
     raise ValueError(f"oneDNN sort_pool_conv does not take z {z.shape} {z.dtype}, kernel "
                      f"{kernel.shape} {kernel.dtype}, strides {strides}, padding {padding}")
-  return _sorted_forward(z, kernel, int(strides), padding, threads_per_call())
+  return _sorted_forward(z, kernel, int(strides), padding, threads_per_call(), pairs)

@@ -104,9 +104,9 @@ class Conv(nn.Module):
       stored order; the kernel is permuted to match, so the stored parameters,
       the constraint and the result (up to that channel order) do not change.
       Set between a convolution, a SortPool and the next convolution.
-    sort_input: apply SortPool (``halves`` layout, so with ``in_halves``) to
-      the input first; on the CPU the sort is fused with the reflect padding
-      (:func:`ops.sort_pool_conv2d`).
+    sort_input: apply SortPool to the input first (``ops.sort_pool``, in the
+      ``halves`` layout with ``in_halves``, else ``pairs``); on the CPU the
+      sort is fused with the reflect padding (:func:`ops.sort_pool_conv2d`).
     dtype: compute dtype (``None``: the input's). The constrained kernel is
       formed in at least float32 before the cast, so its sums stay exact.
     param_dtype: dtype of the stored parameters.
@@ -177,9 +177,8 @@ class Conv(nn.Module):
       raise ValueError(f"unknown padding {self.padding!r}; expected 'zeros', 'reflect' or 'valid'")
     pad_mode = "reflect" if self.padding == "reflect" else "zeros"
     if self.sort_input:
-      if not self.in_halves:
-        raise ValueError("Conv: sort_input needs in_halves=True (SortPool's halves layout)")
-      y = ops.sort_pool_conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode)
+      y = ops.sort_pool_conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode,
+                               layout="halves" if self.in_halves else "pairs")
     else:
       y = ops.conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode)
     if self.use_bias:
@@ -258,19 +257,8 @@ class Residual(nn.Module):
 
 
 def activation(spec: ModeSpec, x: jax.Array) -> jax.Array:
-  """ReLU, or SortPool in the ``halves`` layout (see :func:`uses_halves`)."""
-  return ops.sort_pool(x, "halves") if spec.sort_pool else nn.relu(x)
-
-
-def uses_halves(spec: ModeSpec) -> bool:
-  """Whether the convolutions around :func:`activation` exchange ``halves``-ordered channels.
-
-  With SortPool, the convolution before it writes its channels in the
-  ``ops.to_halves`` order and the one after it reads them so (both kernels
-  permuted, the stored parameters unchanged): the activation then works on
-  two contiguous halves instead of interleaved pairs.
-  """
-  return spec.sort_pool
+  """ReLU, or SortPool (adjacent pairs, as in the paper)."""
+  return ops.sort_pool(x) if spec.sort_pool else nn.relu(x)
 
 
 def conv(spec: ModeSpec, features: int, kernel_size=(3, 3), *, strides: int = 1,
@@ -332,11 +320,10 @@ class ResBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kw = dict(use_bias=self.use_bias, parametrization=self.parametrization, dtype=self.dtype,
               param_dtype=self.param_dtype)
-    halves = uses_halves(self.spec)
-    y = conv(self.spec, self.features, out_halves=halves, name="conv1", **kw)(x)
+    y = conv(self.spec, self.features, name="conv1", **kw)(x)
     if not self.spec.sort_pool:  # SortPool is applied by conv2, with its padding
       y = activation(self.spec, y)
-    conv2 = conv(self.spec, self.features, in_halves=halves, sort_input=self.spec.sort_pool,
+    conv2 = conv(self.spec, self.features, sort_input=self.spec.sort_pool,
                  name="conv2", **kw)
     # The second convolution is the branch's last linear map: an affine
     # residual folds its (1 - alpha) into that kernel (see AffineResidual).

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from nedenoise_jax import ops
 from nedenoise_jax.layers import (MODES, Conv, Dtype, ModeSpec, ResBlock, Residual,
-                                  ScaleBatchNorm, UpConv, activation, check_even, conv, uses_halves,
+                                  ScaleBatchNorm, UpConv, activation, check_even, conv,
                                   mode_spec)
 
 ARCH_KWARGS = {
@@ -91,19 +91,16 @@ class FDnCNN(Denoiser):
   @nn.compact
   def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
     spec, noise_map, kw = self._start(x, sigma)
-    halves = uses_halves(spec)
     h = _with_map(x, noise_map)
     # With SortPool, each convolution sorts its input itself (fused with the
     # reflect padding on the CPU, see layers.Conv.sort_input).
     sort = spec.sort_pool
     for i in range(self.depth - 1):
       h = conv(spec, self.features, free_channels=0 if (i or self.blind) else 1,
-               in_halves=halves and i > 0, out_halves=halves, sort_input=sort and i > 0,
-               name=f"conv_{i}", **kw)(h)
+               sort_input=sort and i > 0, name=f"conv_{i}", **kw)(h)
       if not sort:
         h = activation(spec, h)
-    h = conv(spec, self.channels, use_bias=False, in_halves=halves and self.depth > 1,
-             sort_input=sort and self.depth > 1,
+    h = conv(spec, self.channels, use_bias=False, sort_input=sort and self.depth > 1,
              name=f"conv_{self.depth - 1}", **kw)(h)
     return h.astype(x.dtype)
 
@@ -171,13 +168,12 @@ class DnCNN(Denoiser):
   @nn.compact
   def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
     spec, noise_map, kw = self._start(x, sigma)
-    halves = uses_halves(spec)
-    h = conv(spec, self.features, free_channels=0 if self.blind else 1, out_halves=halves,
-             name="conv_0", **kw)(_with_map(x, noise_map))
+    h = conv(spec, self.features, free_channels=0 if self.blind else 1, name="conv_0", **kw)(
+        _with_map(x, noise_map))
     h = activation(spec, h)
     for i in range(1, self.depth - 1):
       h = conv(spec, self.features, use_bias=spec.bias and spec.batch_norm is None,
-               in_halves=halves, out_halves=halves, name=f"conv_{i}", **kw)(h)
+               name=f"conv_{i}", **kw)(h)
       if spec.batch_norm == "full":
         h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, param_dtype=self.param_dtype, name=f"bn_{i}")(h)
@@ -188,9 +184,9 @@ class DnCNN(Denoiser):
     last = f"conv_{self.depth - 1}"
     if spec.constraint == "affine":
       noise = Conv(self.channels, constraint="zero_sum", padding="reflect", kernel_scale=1.0,
-                   in_halves=halves, name=last, **kw)(h)
+                   name=last, **kw)(h)
     else:
-      noise = conv(spec, self.channels, in_halves=halves, name=last, **kw)(h)
+      noise = conv(spec, self.channels, name=last, **kw)(h)
     return (x - noise.astype(x.dtype)).astype(x.dtype)
 
 

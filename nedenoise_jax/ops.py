@@ -149,26 +149,46 @@ def sort_pool(x: jax.Array, layout: SortPoolLayout = "pairs") -> jax.Array:
     ``(2k, 2k+1)`` and the result is stored back in place.
   * ``layout="halves"``: the same activation on channels stored in the
     order :func:`to_halves` gives, i.e. pair ``k`` is ``(k, k + C/2)`` and
-    the output is ``[all minima, all maxima]``. Networks use it between two
-    convolutions whose kernels are permuted accordingly
-    (``layers.Conv(in_halves=..., out_halves=...)``): the two contiguous
-    halves make one vectorized pass on every backend, where picking even and
-    odd channels is a strided gather (about 3x slower on XLA:CPU).
+    the output is ``[all minima, all maxima]`` (with
+    ``layers.Conv(in_halves=..., out_halves=...)`` around it).
+
+  Sorting is a permutation of each pair, and so is the gradient: each
+  output's gradient goes back to the input it came from (on a tie, the
+  minimum's to the first). Float32 on the CPU runs as one pass on every core
+  (a kernel beside the oneDNN convolutions), where XLA's strided gather or
+  concatenation ran at a fraction of the memory bandwidth.
   """
   c = x.shape[-1]
   if c % 2:
     raise ValueError(f"sort_pool needs an even number of channels (last axis), got shape {x.shape}")
-  if layout == "halves":
-    if x.dtype == jnp.float32 and x.size and cpu_conv.enabled():
-      # One pass on every core through the oneDNN library's companion
-      # kernels on the CPU; XLA's concatenation of the two halves ran at a
-      # fraction of the memory bandwidth.
-      return jax.lax.platform_dependent(x, cpu=cpu_conv.sort_pool_halves, default=_sort_halves)
-    return _sort_halves(x)
-  if layout != "pairs":
+  if layout not in ("pairs", "halves"):
     raise ValueError(f"unknown sort_pool layout {layout!r}; expected 'pairs' or 'halves'")
+  xla = _sort_pairs if layout == "pairs" else _sort_halves
+  if x.dtype == jnp.float32 and x.size and cpu_conv.enabled():
+    return jax.lax.platform_dependent(x, cpu=lambda x: cpu_conv.sort_pool(x, layout), default=xla)
+  return xla(x)
+
+
+def _swap_where(first_is_min, a, b):
+  return jnp.where(first_is_min, a, b), jnp.where(first_is_min, b, a)
+
+
+@jax.custom_vjp
+def _sort_pairs(x: jax.Array) -> jax.Array:
   a, b = x[..., 0::2], x[..., 1::2]
   return jnp.stack([jnp.minimum(a, b), jnp.maximum(a, b)], axis=-1).reshape(x.shape)
+
+
+def _sort_pairs_fwd(x):
+  return _sort_pairs(x), x[..., 0::2] <= x[..., 1::2]
+
+
+def _sort_pairs_bwd(first_is_min, g):
+  lo, hi = _swap_where(first_is_min, g[..., 0::2], g[..., 1::2])
+  return (jnp.stack([lo, hi], axis=-1).reshape(g.shape),)
+
+
+_sort_pairs.defvjp(_sort_pairs_fwd, _sort_pairs_bwd)
 
 
 @jax.custom_vjp
@@ -187,9 +207,7 @@ def _sort_halves_bwd(first_is_min, g):
   # Sorting a pair is a permutation: route each output's gradient back to
   # the input it came from (on a tie, min <- first, max <- second).
   c = g.shape[-1] // 2
-  gmin, gmax = g[..., :c], g[..., c:]
-  return (jnp.concatenate([jnp.where(first_is_min, gmin, gmax),
-                           jnp.where(first_is_min, gmax, gmin)], axis=-1),)
+  return (jnp.concatenate(_swap_where(first_is_min, g[..., :c], g[..., c:]), axis=-1),)
 
 
 _sort_halves.defvjp(_sort_halves_fwd, _sort_halves_bwd)
@@ -507,8 +525,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *
 
 
 def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *,
-                     pad_mode: Literal["zeros", "reflect"] = "zeros") -> jax.Array:
-  """``conv2d(sort_pool(z, "halves"), kernel, ...)``: SortPool then a convolution.
+                     pad_mode: Literal["zeros", "reflect"] = "zeros",
+                     layout: SortPoolLayout = "pairs") -> jax.Array:
+  """``conv2d(sort_pool(z, layout), kernel, ...)``: SortPool then a convolution.
 
   Float32 on the CPU with reflect padding, the sort is done by the oneDNN
   call while it pads the input (:func:`cpu_conv.sort_pool_conv`): no sorted
@@ -518,13 +537,14 @@ def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding=
   if pad_mode == "reflect" and not isinstance(explicit, str) and kernel.dtype == z.dtype:
     explicit = tuple((int(a), int(b)) for a, b in explicit)
     # supports() checks float32 and rank 4; the sort needs an even channel count.
-    if (any(v for p in explicit for v in p)
+    if (layout in ("pairs", "halves") and any(v for p in explicit for v in p)
         and cpu_conv.supports(z.shape, kernel.shape, z.dtype, strides, explicit)
         and z.shape[-1] % 2 == 0 and cpu_conv.enabled()):
+      xla = _sort_pairs if layout == "pairs" else _sort_halves
       return jax.lax.platform_dependent(
-          z, kernel, cpu=lambda z, k: cpu_conv.sort_pool_conv(z, k, strides, explicit),
-          default=lambda z, k: _xla_conv2d(reflect_pad(_sort_halves(z), explicit), k, strides, "VALID"))
-  return conv2d(sort_pool(z, "halves"), kernel, strides, padding, pad_mode=pad_mode)
+          z, kernel, cpu=lambda z, k: cpu_conv.sort_pool_conv(z, k, strides, explicit, layout),
+          default=lambda z, k: _xla_conv2d(reflect_pad(xla(z), explicit), k, strides, "VALID"))
+  return conv2d(sort_pool(z, layout), kernel, strides, padding, pad_mode=pad_mode)
 
 
 def _xla_conv2d(x, kernel, strides, padding):

@@ -208,47 +208,54 @@ def test_reflect_padded_conv2d_dispatch(onednn):
     ops.conv2d(x, k, 1, same, pad_mode="wrap")
 
 
-def test_sort_pool_matches_xla(onednn):
+@pytest.mark.parametrize("layout", ("pairs", "halves"))
+def test_sort_pool_matches_xla(onednn, layout):
+  xla = ops._sort_pairs if layout == "pairs" else ops._sort_halves
+  cpu = lambda x: cpu_conv.sort_pool(x, layout)  # noqa: E731
   x = _random((3, 5, 7, 8), 27)
-  x = x.at[0, 0, 0, 0].set(x[0, 0, 0, 4])  # a tie: min <- first, max <- second
+  partner = 1 if layout == "pairs" else 4
+  x = x.at[0, 0, 0, 0].set(x[0, 0, 0, partner])  # a tie: min <- first, max <- second
   g = _random(x.shape, 28)
-  np.testing.assert_array_equal(jax.jit(cpu_conv.sort_pool_halves)(x), ops._sort_halves(x))
-  got = jax.jit(jax.vjp(cpu_conv.sort_pool_halves, x)[1])(g)[0]
-  np.testing.assert_array_equal(got, jax.vjp(ops._sort_halves, x)[1](g)[0])
+  np.testing.assert_array_equal(jax.jit(cpu)(x), xla(x))
+  got = jax.jit(jax.vjp(cpu, x)[1])(g)[0]
+  np.testing.assert_array_equal(got, jax.vjp(xla, x)[1](g)[0])
 
   def curvature(sp):
     inner = lambda x: jnp.sum(jnp.sin(sp(x)) * g)  # noqa: E731
     return jax.grad(lambda x: jnp.sum(jax.grad(inner)(x) ** 2))(x)
 
-  np.testing.assert_allclose(jax.jit(lambda: curvature(cpu_conv.sort_pool_halves))(),
-                             curvature(ops._sort_halves), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(lambda: curvature(cpu))(), curvature(xla), rtol=1e-6, atol=1e-6)
   v = _random((2, 3, 4, 6), 29)
-  np.testing.assert_array_equal(jax.vmap(cpu_conv.sort_pool_halves)(v),
-                                jnp.stack([ops._sort_halves(vi) for vi in v]))
+  np.testing.assert_array_equal(jax.vmap(cpu)(v), jnp.stack([xla(vi) for vi in v]))
   # A NaN is never lost: it stays in one output of its pair.
   xn = x.at[1, 1, 1, 1].set(jnp.nan)
-  assert bool(jnp.isnan(cpu_conv.sort_pool_halves(xn)[1, 1, 1]).any())
+  assert bool(jnp.isnan(cpu(xn)[1, 1, 1]).any())
   with pytest.raises(ValueError, match="even last axis"):
-    cpu_conv.sort_pool_halves(_random((2, 3), 30))
+    cpu(_random((2, 3), 30))
+  with pytest.raises(ValueError, match="layout"):
+    cpu_conv.sort_pool(x, "rows")
 
 
-def test_sort_pool_dispatch(onednn):
+@pytest.mark.parametrize("layout", ("pairs", "halves"))
+def test_sort_pool_dispatch(onednn, layout):
   x = _random((2, 4, 4, 6), 31)
-  text = jax.jit(lambda x: ops.sort_pool(x, "halves")).lower(x).as_text()
+  text = jax.jit(lambda x: ops.sort_pool(x, layout)).lower(x).as_text()
   assert "nedenoise_sortpool_fwd" in text
   with jax.enable_x64(True):
     x64 = x.astype(jnp.float64)
-    assert "nedenoise" not in jax.jit(lambda x: ops.sort_pool(x, "halves")).lower(x64).as_text()
+    assert "nedenoise" not in jax.jit(lambda x: ops.sort_pool(x, layout)).lower(x64).as_text()
 
 
+@pytest.mark.parametrize("layout", ("pairs", "halves"))
 @pytest.mark.parametrize("xs,ks,pad", REFLECT_CASES[:2] + REFLECT_CASES[3:])
-def test_sort_pool_conv_matches_xla(onednn, xs, ks, pad):
+def test_sort_pool_conv_matches_xla(onednn, xs, ks, pad, layout):
   # SortPool fused into the padding: values, gradients and second order as sort_pool then conv.
   xs = xs[:3] + (2 * xs[3],)
   ks = ks[:2] + (2 * ks[2], ks[3])
   z, k = _random(xs, 32), _random(ks, 33) * 0.3
-  fused = lambda z, k: cpu_conv.sort_pool_conv(z, k, 1, pad)  # noqa: E731
-  plain = lambda z, k: _xla_reflect(ops._sort_halves(z), k, pad)  # noqa: E731
+  xla = ops._sort_pairs if layout == "pairs" else ops._sort_halves
+  fused = lambda z, k: cpu_conv.sort_pool_conv(z, k, 1, pad, layout)  # noqa: E731
+  plain = lambda z, k: _xla_reflect(xla(z), k, pad)  # noqa: E731
   scale = float(np.sqrt(np.prod(ks[:3])))
   _close(jax.jit(fused)(z, k), plain(z, k), scale)
   g = _random(plain(z, k).shape, 34)
@@ -271,3 +278,10 @@ def test_ne_network_sorts_inside_its_convolutions(onednn):
   text = jax.jit(net.apply).lower(v, x).as_text()
   assert text.count("nedenoise_srconv_fwd") == 3 and "nedenoise_sortpool_fwd" not in text
   assert "gather" not in text
+  # Adjacent pairs, as the parameters are stored: no kernel is permuted.
+  assert "pairs = 1" in text and "pairs = 0" not in text and "transpose" not in text
+  # The training step's backward pass sorts and permutes inside the calls too.
+  grad = jax.jit(jax.grad(lambda v: jnp.sum(net.apply(v, x) ** 2))).lower(v).as_text()
+  for target in ("srconv_fwd", "srconv_bwd_data", "srconv_bwd_weights"):
+    assert grad.count(f"nedenoise_{target}") == 3, target
+  assert "nedenoise_sortpool" not in grad

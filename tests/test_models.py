@@ -223,13 +223,12 @@ def test_resblock_folded_residual_equals_plain_formula(mode):
   block = layers.ResBlock(6, spec)
   v = block.init(jax.random.key(0), x)
   v = jax.tree_util.tree_map(lambda p: p + 0.05, v)  # alpha away from 0.5, kernels perturbed
-  halves = layers.uses_halves(spec)
 
   def plain(v, x):
     p = v["params"]
-    y = layers.conv(spec, 6, out_halves=halves).apply({"params": p["conv1"]}, x)
+    y = layers.conv(spec, 6).apply({"params": p["conv1"]}, x)
     y = layers.activation(spec, y)
-    y = layers.conv(spec, 6, in_halves=halves).apply({"params": p["conv2"]}, y)
+    y = layers.conv(spec, 6).apply({"params": p["conv2"]}, y)
     if spec.affine_residual:
       return ops.affine_combination(x, y, p["residual"]["affine"]["alpha"])
     return x + y

@@ -256,6 +256,25 @@ def test_sort_pool_halves_layout_and_gradient():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_sort_pool_pairs_equals_sorting_each_pair(dtype):
+  # The paper's SortPool, against jnp.sort of each adjacent pair (values and
+  # autodiff of the sort); float32 runs the CPU kernel, float64 XLA.
+  with jax.enable_x64(dtype == jnp.float64):
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.standard_normal((2, 5, 3, 10)) * 1e3 - 7e2, dtype)
+    ref = lambda x: jnp.sort(x.reshape(x.shape[:-1] + (-1, 2)), axis=-1).reshape(x.shape)  # noqa: E731
+    got = ops.sort_pool(x)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, ref(x))
+    g = jnp.asarray(rng.standard_normal(x.shape), dtype)
+    np.testing.assert_array_equal(jax.vjp(ops.sort_pool, x)[1](g)[0], jax.vjp(ref, x)[1](g)[0])
+    # On ties the gradient goes to one input each (min <- first, max <- second).
+    tie = jnp.ones((1, 4), dtype)
+    w = jnp.asarray([1.0, 2.0, 3.0, 4.0], dtype)
+    np.testing.assert_array_equal(jax.grad(lambda t: jnp.sum(ops.sort_pool(t) * w))(tie), [w])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_scale_add_gradient_equals_autodiff(dtype):
   with jax.enable_x64(dtype == jnp.float64):
     rng = np.random.default_rng(5)

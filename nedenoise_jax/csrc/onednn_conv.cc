@@ -11,8 +11,11 @@
 // padding, done here into a working buffer: no padded copy of the input is
 // made or kept by XLA, and the input gradient's fold of the padding runs on
 // every core.
-// nedenoise_sortpool_{fwd,permute}: SortPool on "halves"-ordered channels
-// and the permutation it applies (its own gradient).
+// nedenoise_srconv_{fwd,bwd_data,bwd_weights}: nedenoise_rconv_* of
+// SortPool(x), sorted while padding (the input gradient permuted while the
+// padding is folded back; z is then a third argument). nedenoise_sortpool_{fwd,permute}: SortPool and the permutation it
+// applies (its own gradient). The sorting ones take an attribute pairs: 1 for
+// adjacent pairs (2k, 2k+1), 0 for the "halves" order (k, k + c/2).
 //
 // A primitive is created once per shape and kept for the life of the process;
 // the kernel is reordered from HWIO into the layout the primitive prefers on
@@ -231,11 +234,21 @@ int64_t ReflectIndex(int64_t i, int64_t n) {
   return m >= n ? period - m : m;
 }
 
-// SortPool of one pixel's c channels in the "halves" order (pair k is
-// (k, k + c/2)): each pair becomes (min, max), a permutation of it (a NaN
-// stays in one of the two).
-inline void SortPixel(const float* __restrict a, float* __restrict out, int64_t c) {
+// SortPool of one pixel's c channels: each pair becomes (min, max), a
+// permutation of it (a NaN stays in one of the two). Pairs are adjacent
+// channels (2k, 2k+1) ("pairs", the paper's order) or (k, k + c/2) ("halves").
+inline void SortPixel(const float* __restrict a, float* __restrict out, int64_t c, bool pairs) {
   const int64_t half = c / 2;
+  if (pairs) {
+#pragma omp simd
+    for (int64_t k = 0; k < half; ++k) {
+      const float p = a[2 * k], q = a[2 * k + 1];
+      const bool keep = p <= q;
+      out[2 * k] = keep ? p : q;
+      out[2 * k + 1] = keep ? q : p;
+    }
+    return;
+  }
   const float* b = a + half;
   float* hi = out + half;
 #pragma omp simd
@@ -247,10 +260,30 @@ inline void SortPixel(const float* __restrict a, float* __restrict out, int64_t 
   }
 }
 
+// out = v with each pair (as in SortPixel) swapped where a's pair is out of
+// order (not first <= second): the permutation SortPixel applies to a, which
+// is its own transpose, so also the gradient of the sort.
+template <bool kPairs>
+inline void PermutePixel(const float* __restrict a, const float* __restrict v, float* __restrict out,
+                         int64_t c) {
+  const int64_t half = c / 2;
+#pragma omp simd
+  for (int64_t k = 0; k < half; ++k) {
+    const int64_t i = kPairs ? 2 * k : k, j = kPairs ? i + 1 : k + half;
+    const bool keep = a[i] <= a[j];
+    const float p = v[i], q = v[j];
+    out[i] = keep ? p : q;
+    out[j] = keep ? q : p;
+  }
+}
+
+// Sorting modes of ReflectPad, ReflectFold and Run.
+enum SortMode { kNoSort = 0, kSortHalves = 1, kSortPairs = 2 };
+
 // dst (n, h + pt + pb, w + pl + pr, c) = reflect padding of src (n, h, w, c),
-// with sort: of SortPool(src).
+// with a SortMode other than kNoSort: of SortPool(src) in that order.
 void ReflectPad(const float* src, float* dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pt,
-                int64_t pb, int64_t pl, int64_t pr, int threads, bool sort = false) {
+                int64_t pb, int64_t pl, int64_t pr, int threads, SortMode sort = kNoSort) {
   const int64_t hp = h + pt + pb, wp = w + pl + pr;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
   for (int64_t b = 0; b < n; ++b) {
@@ -258,8 +291,9 @@ void ReflectPad(const float* src, float* dst, int64_t n, int64_t h, int64_t w, i
       const float* srow = src + (b * h + ReflectIndex(r - pt, h)) * w * c;
       float* drow = dst + (b * hp + r) * wp * c;
       float* inner = drow + pl * c;
-      if (sort) {
-        for (int64_t q = 0; q < w; ++q) SortPixel(srow + q * c, inner + q * c, c);
+      if (sort != kNoSort) {
+        const bool pairs = sort == kSortPairs;
+        for (int64_t q = 0; q < w; ++q) SortPixel(srow + q * c, inner + q * c, c, pairs);
       } else {
         std::memcpy(inner, srow, sizeof(float) * w * c);
       }
@@ -278,9 +312,13 @@ inline void AddTo(float* __restrict d, const float* __restrict s, int64_t c) {
 }
 
 // The transpose of ReflectPad: dst (n, h, w, c) = each pixel's sum over the
-// padded positions copied from it, in a fixed order (deterministic).
+// padded positions copied from it, in a fixed order (deterministic). With a
+// SortMode other than kNoSort, each pixel of the result is then permuted as
+// SortPool permutes the same pixel of sort_ref (n, h, w, c): the transpose of
+// ReflectPad with that sort.
 void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pt,
-                 int64_t pb, int64_t pl, int64_t pr, int threads) {
+                 int64_t pb, int64_t pl, int64_t pr, int threads, SortMode sort = kNoSort,
+                 const float* sort_ref = nullptr) {
   const int64_t hp = h + pt + pb, wp = w + pl + pr;
   std::vector<std::vector<int64_t>> extra_rows(h);  // padded rows besides the interior one
   for (int64_t r = 0; r < hp; ++r) {
@@ -288,20 +326,36 @@ void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, 
   }
   std::vector<int64_t> col_src(wp);
   for (int64_t q = 0; q < wp; ++q) col_src[q] = ReflectIndex(q - pl, w);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t r = 0; r < h; ++r) {
-      float* drow = dst + (b * h + r) * w * c;
-      const float* srow = src + (b * hp + r + pt) * wp * c;
-      std::memcpy(drow, srow + pl * c, sizeof(float) * w * c);
-      for (int64_t q = 0; q < wp; ++q) {
-        if (q == pl) q = pl + w;
-        if (q >= wp) break;
-        AddTo(drow + col_src[q] * c, srow + q * c, c);
-      }
-      for (int64_t pr_row : extra_rows[r]) {
-        const float* xrow = src + (b * hp + pr_row) * wp * c;
-        for (int64_t q = 0; q < wp; ++q) AddTo(drow + col_src[q] * c, xrow + q * c, c);
+#pragma omp parallel num_threads(threads)
+  {
+    // With a sort, each row is summed here and permuted into dst (an
+    // in-place permutation did not vectorize).
+    std::vector<float> row_buf(sort != kNoSort ? w * c : 0);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < n; ++b) {
+      for (int64_t r = 0; r < h; ++r) {
+        float* out_row = dst + (b * h + r) * w * c;
+        float* drow = sort != kNoSort ? row_buf.data() : out_row;
+        const float* srow = src + (b * hp + r + pt) * wp * c;
+        std::memcpy(drow, srow + pl * c, sizeof(float) * w * c);
+        for (int64_t q = 0; q < wp; ++q) {
+          if (q == pl) q = pl + w;
+          if (q >= wp) break;
+          AddTo(drow + col_src[q] * c, srow + q * c, c);
+        }
+        for (int64_t pr_row : extra_rows[r]) {
+          const float* xrow = src + (b * hp + pr_row) * wp * c;
+          for (int64_t q = 0; q < wp; ++q) AddTo(drow + col_src[q] * c, xrow + q * c, c);
+        }
+        if (sort == kNoSort) continue;
+        const float* zrow = sort_ref + (b * h + r) * w * c;
+        for (int64_t q = 0; q < w; ++q) {
+          if (sort == kSortPairs) {
+            PermutePixel<true>(zrow + q * c, drow + q * c, out_row + q * c, c);
+          } else {
+            PermutePixel<false>(zrow + q * c, drow + q * c, out_row + q * c, c);
+          }
+        }
       }
     }
   }
@@ -314,7 +368,7 @@ void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, 
 ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t o,
                int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads,
                void* src_ptr, void* weights_ptr, void* dst_ptr, bool reflect = false,
-               bool sort_input = false) {
+               SortMode sort_input = kNoSort, const float* sort_ref = nullptr) {
   if (stride < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || h + pt + pb < kh || w + pl + pr < kw) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn_conv: unsupported stride or padding");
   }
@@ -361,7 +415,8 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
     }
     strm.wait();
     if (reflect && kind == kBwdData) {
-      ReflectFold(pad_buf, static_cast<float*>(src_ptr), n, h, w, c, pt, pb, pl, pr, nthreads);
+      ReflectFold(pad_buf, static_cast<float*>(src_ptr), n, h, w, c, pt, pb, pl, pr, nthreads, sort_input,
+                  sort_ref);
     }
   } catch (const dnnl::error& err) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("onednn_conv: ") + err.what());
@@ -409,13 +464,39 @@ ffi::Error ConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt,
 }
 
 // Reflect-padded variants: the pads are reflect pads, done in the handler.
-// nedenoise_srconv_fwd also applies SortPool ("halves") to x while padding.
+// nedenoise_srconv_fwd also applies SortPool to x while padding, in the
+// "pairs" order (pairs != 0) or the "halves" order.
 ffi::Error SRConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
-                         int64_t pr, int64_t threads) {
+                         int64_t pr, int64_t threads, int64_t pairs) {
   auto xd = x.dimensions(), kd = k.dimensions();
   if (!ConvShapes(xd, kd) || xd[3] % 2) return BadShapes("expected NHWC x (even C) and HWIO kernel");
   return Run(kFwd, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr, threads,
-             x.untyped_data(), k.untyped_data(), y->untyped_data(), true, true);
+             x.untyped_data(), k.untyped_data(), y->untyped_data(), true,
+             pairs ? kSortPairs : kSortHalves);
+}
+
+// nedenoise_srconv_bwd_data: the input gradient of nedenoise_srconv_fwd
+// (the fold of the padding, then the sort's permutation of z, in one pass).
+ffi::Error SRConvBwdDataImpl(F32 dy, F32 k, F32 z, Out dz, int64_t stride, int64_t pt, int64_t pb,
+                             int64_t pl, int64_t pr, int64_t threads, int64_t pairs) {
+  auto xd = dz->dimensions(), kd = k.dimensions();
+  if (!ConvShapes(xd, kd) || xd[3] % 2 || z.element_count() != dz->element_count()) {
+    return BadShapes("expected NHWC dz (even C) and z of one shape, and an HWIO kernel");
+  }
+  return Run(kBwdData, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
+             threads, dz->untyped_data(), k.untyped_data(), dy.untyped_data(), true,
+             pairs ? kSortPairs : kSortHalves, z.typed_data());
+}
+
+// nedenoise_srconv_bwd_weights: the kernel gradient of nedenoise_srconv_fwd
+// (z sorted while padding, as in the forward pass).
+ffi::Error SRConvBwdWeightsImpl(F32 z, F32 dy, Out dk, int64_t stride, int64_t pt, int64_t pb,
+                                int64_t pl, int64_t pr, int64_t threads, int64_t pairs) {
+  auto xd = z.dimensions(), kd = dk->dimensions();
+  if (!ConvShapes(xd, kd) || xd[3] % 2) return BadShapes("expected NHWC z (even C) and HWIO kernel");
+  return Run(kBwdWeights, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
+             threads, z.untyped_data(), dk->untyped_data(), dy.untyped_data(), true,
+             pairs ? kSortPairs : kSortHalves);
 }
 
 ffi::Error RConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
@@ -442,36 +523,28 @@ ffi::Error RConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt
              threads, x.untyped_data(), dk->untyped_data(), dy.untyped_data(), true);
 }
 
-// SortPool in the "halves" channel order (nedenoise_jax.ops.sort_pool): rows
-// of c channels, pair k is (k, k + c/2). kind 0: y = (min, max) of each pair.
-// kind 1 ("permute"): out = v with each pair swapped where x's pair is out
-// of order (not x[k] <= x[k + c/2]), the permutation the sort applies to x.
-// A swap is its own transpose, so this is also the gradient of the sort.
+// SortPool (nedenoise_jax.ops.sort_pool) on rows of c channels, pair k
+// being (2k, 2k+1) with pairs, else (k, k + c/2) ("halves"). kind 0: y =
+// (min, max) of each pair. kind 1 ("permute"): out = v with each pair swapped
+// where x's pair is out of order (not first <= second), the permutation the
+// sort applies to x. A swap is its own transpose, so this is also the
+// gradient of the sort.
 ffi::Error SortPoolRun(int kind, const float* x, const float* v, float* out, int64_t rows, int64_t c,
-                       int64_t threads) {
+                       int64_t threads, bool pairs) {
   if (c % 2) return BadShapes("sort pool needs an even channel count");
-  const int64_t half = c / 2;
   const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
   SlotGuard slot(threads);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* a = x + r * c;
-    const float* b = a + half;
-    float* lo = out + r * c;
-    float* hi = lo + half;
+    // kind 0 is the permutation kind 1 applies: a NaN stays in one of the
+    // two outputs (XLA's minimum and maximum put it in both).
     if (kind == 0) {
-      // The permutation "permute" applies: a NaN stays in one of the two
-      // outputs (XLA's minimum and maximum put it in both).
-      SortPixel(a, lo, c);
+      SortPixel(x + r * c, out + r * c, c, pairs);
     } else {
-      const float* va = v + r * c;
-      const float* vb = va + half;
-#pragma omp simd
-      for (int64_t k = 0; k < half; ++k) {
-        const bool keep = a[k] <= b[k];
-        const float p = va[k], q = vb[k];
-        lo[k] = keep ? p : q;
-        hi[k] = keep ? q : p;
+      if (pairs) {
+        PermutePixel<true>(x + r * c, v + r * c, out + r * c, c);
+      } else {
+        PermutePixel<false>(x + r * c, v + r * c, out + r * c, c);
       }
     }
   }
@@ -484,18 +557,20 @@ int64_t Rows(ffi::Span<const int64_t> d) {
   return rows;
 }
 
-ffi::Error SortPoolFwdImpl(F32 x, Out y, int64_t threads) {
+ffi::Error SortPoolFwdImpl(F32 x, Out y, int64_t threads, int64_t pairs) {
   auto d = x.dimensions();
   if (d.size() == 0) return BadShapes("sort pool needs an array of rank >= 1");
-  return SortPoolRun(0, x.typed_data(), nullptr, y->typed_data(), Rows(d), d[d.size() - 1], threads);
+  return SortPoolRun(0, x.typed_data(), nullptr, y->typed_data(), Rows(d), d[d.size() - 1], threads,
+                     pairs != 0);
 }
 
-ffi::Error SortPoolPermuteImpl(F32 x, F32 v, Out out, int64_t threads) {
+ffi::Error SortPoolPermuteImpl(F32 x, F32 v, Out out, int64_t threads, int64_t pairs) {
   auto d = x.dimensions();
   if (d.size() == 0 || v.element_count() != x.element_count()) {
     return BadShapes("sort pool permute needs x and v of one shape");
   }
-  return SortPoolRun(1, x.typed_data(), v.typed_data(), out->typed_data(), Rows(d), d[d.size() - 1], threads);
+  return SortPoolRun(1, x.typed_data(), v.typed_data(), out->typed_data(), Rows(d), d[d.size() - 1],
+                     threads, pairs != 0);
 }
 
 }  // namespace
@@ -508,14 +583,22 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvBwdWeights, ConvBwdWeightsImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvFwd, RConvFwdImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseSRConvFwd, SRConvFwdImpl,
-                              NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseSRConvFwd, SRConvFwdImpl,
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()).Attr<int64_t>("pairs"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseSRConvBwdData, SRConvBwdDataImpl,
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>()).Attr<int64_t>("pairs"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseSRConvBwdWeights, SRConvBwdWeightsImpl,
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()).Attr<int64_t>("pairs"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvBwdData, RConvBwdDataImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvBwdWeights, RConvBwdWeightsImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseSortPoolFwd, SortPoolFwdImpl,
-                              ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Attr<int64_t>("threads"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseSortPoolFwd, SortPoolFwdImpl,
+    ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Attr<int64_t>("threads").Attr<int64_t>("pairs"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     NedenoiseSortPoolPermute, SortPoolPermuteImpl,
-    ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("threads"));
+    ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("threads").Attr<int64_t>("pairs"));
