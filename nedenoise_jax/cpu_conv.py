@@ -51,7 +51,8 @@ _TARGETS = {"conv_fwd": "NedenoiseConvFwd", "conv_bwd_data": "NedenoiseConvBwdDa
             "rconv_bwd_data": "NedenoiseRConvBwdData", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
             "srconv_fwd": "NedenoiseSRConvFwd", "srconv_bwd_data": "NedenoiseSRConvBwdData",
             "srconv_bwd_weights": "NedenoiseSRConvBwdWeights",
-            "sortpool_fwd": "NedenoiseSortPoolFwd", "sortpool_permute": "NedenoiseSortPoolPermute"}
+            "sortpool_fwd": "NedenoiseSortPoolFwd", "sortpool_permute": "NedenoiseSortPoolPermute",
+            "scale_grad": "NedenoiseScaleGrad"}
 _lock = threading.Lock()
 _state: dict = {"tried": False, "error": None, "path": None}
 log = logging.getLogger(__name__)
@@ -456,3 +457,34 @@ def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding,
     raise ValueError(f"oneDNN sort_pool_conv does not take z {z.shape} {z.dtype}, kernel "
                      f"{kernel.shape} {kernel.dtype}, strides {strides}, padding {padding}")
   return _sorted_forward(z, kernel, int(strides), padding, threads_per_call(), pairs)
+
+
+def _plain_scale_grad(g, x, alpha):
+  return alpha * g, jnp.vdot(g, x)
+
+
+@jax.custom_vjp
+def scale_grad(g: jax.Array, x: jax.Array, alpha: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(alpha*g, sum(g*x))``, the gradient of ``alpha*x + y`` for ``x`` and ``alpha``, in one pass.
+
+  Float32 ``g`` and ``x`` of one shape and a scalar ``alpha``. It holds its
+  cores as the convolutions do (see the library's header), rather than
+  running beside one.
+  """
+  if g.dtype != jnp.float32 or x.dtype != jnp.float32 or g.shape != x.shape or jnp.shape(alpha):
+    raise ValueError(f"scale_grad takes float32 g and x of one shape and a scalar alpha, got "
+                     f"{g.shape} {g.dtype}, {x.shape} {x.dtype} and {jnp.shape(alpha)}")
+  out = (jax.ShapeDtypeStruct(g.shape, g.dtype), jax.ShapeDtypeStruct((), g.dtype))
+  return jax.ffi.ffi_call("nedenoise_scale_grad", out, vmap_method="sequential")(
+      g, x, jnp.asarray(alpha, g.dtype), threads=np.int64(threads_per_call()))
+
+
+def _scale_grad_fwd(g, x, alpha):
+  return scale_grad(g, x, alpha), (g, x, alpha)
+
+
+def _scale_grad_bwd(res, ct):
+  return jax.vjp(_plain_scale_grad, *res)[1](ct)
+
+
+scale_grad.defvjp(_scale_grad_fwd, _scale_grad_bwd)

@@ -286,8 +286,8 @@ def scale_add(x: jax.Array, y: jax.Array, alpha: jax.Array) -> jax.Array:
   ``z``; networks use it when ``(1-alpha)`` is folded into the kernel of the
   convolution that makes ``z`` (``layers.AffineResidual``), so the backward
   pass hands the incoming gradient to that convolution unscaled. Its own
-  gradient is ``(alpha*g, g, sum(g*x))``, the sum as one dot product
-  (:func:`inner`).
+  gradient is ``(alpha*g, g, sum(g*x))``: on the CPU (float32) one pass of
+  :func:`cpu_conv.scale_grad`, elsewhere a product and a dot (:func:`inner`).
   """
   if jnp.shape(alpha) != () or jnp.shape(x) != jnp.shape(y) or jnp.ndim(x) < 1:
     raise ValueError(f"scale_add needs x and y of one shape and a scalar alpha, got {jnp.shape(x)}, "
@@ -306,13 +306,31 @@ def _scale_add_fwd(x, y, alpha):
 
 def _scale_add_bwd(res, g):
   x, alpha = res
-  # g and x are both written out already, so one dot product reads them
-  # once, on every core, with nothing materialized in between.
-  g_alpha = inner(g, x).astype(alpha.dtype)
-  return (alpha * g).astype(x.dtype), g, g_alpha
+  gx, g_alpha = _scale_grad(g, x, alpha)
+  return gx, g, g_alpha
 
 
 _scale_add.defvjp(_scale_add_fwd, _scale_add_bwd)
+
+
+def _scale_grad(g, x, alpha):
+  """``(alpha*g, sum(g*x))`` in the dtypes of ``x`` and ``alpha``."""
+  if x.dtype == jnp.float32 and g.dtype == jnp.float32 and x.size and cpu_conv.enabled():
+    # On the CPU one pass of the oneDNN library's companion kernels, which
+    # takes its cores like the convolutions: XLA's dot and multiply, off the
+    # critical path, were scheduled beside the convolutions and slowed them
+    # (NE DRUNet's training step over ordinary's: 1.06 -> 1.04).
+    gx, g_alpha = jax.lax.platform_dependent(
+        g, x, alpha, cpu=cpu_conv.scale_grad, default=_xla_scale_grad)
+  else:
+    gx, g_alpha = _xla_scale_grad(g, x, alpha)
+  return gx.astype(x.dtype), g_alpha.astype(alpha.dtype)
+
+
+def _xla_scale_grad(g, x, alpha):
+  # g and x are both written out already, so one dot product reads them
+  # once, on every core, with nothing materialized in between.
+  return alpha * g, inner(g, x)
 
 
 def bias_add(y: jax.Array, bias: jax.Array) -> jax.Array:

@@ -285,3 +285,23 @@ def test_ne_network_sorts_inside_its_convolutions(onednn):
   for target in ("srconv_fwd", "srconv_bwd_data", "srconv_bwd_weights"):
     assert grad.count(f"nedenoise_{target}") == 3, target
   assert "nedenoise_sortpool" not in grad
+
+
+def test_scale_grad_matches_xla(onednn):
+  # (alpha*g, sum(g*x)) in one pass: values, its own gradient and the error.
+  g, x = _random((3, 17, 9, 10), 40), _random((3, 17, 9, 10), 41) + 5.0
+  alpha = jnp.float32(0.3)
+  gx, ga = jax.jit(cpu_conv.scale_grad)(g, x, alpha)
+  np.testing.assert_array_equal(gx, alpha * g)
+  # Float32 products summed: the error scales with sum |g*x| (here ~100x the sum).
+  exact, size = np.vdot(np.float64(g), np.float64(x)), np.sum(np.abs(np.float64(g) * np.float64(x)))
+  assert abs(float(ga) - exact) <= 1e-6 * size
+  ct = (_random(g.shape, 42), jnp.float32(1.7))
+  got = jax.vjp(cpu_conv.scale_grad, g, x, alpha)[1](ct)
+  want = jax.vjp(cpu_conv._plain_scale_grad, g, x, alpha)[1](ct)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  assert "nedenoise_scale_grad" in jax.jit(jax.grad(lambda x, a: jnp.sum(ops.scale_add(x, x, a) ** 2), (0, 1))).lower(
+      x, alpha).as_text()
+  with pytest.raises(ValueError, match="one shape"):
+    cpu_conv.scale_grad(g, x[:1], alpha)

@@ -13,9 +13,12 @@
 // every core.
 // nedenoise_srconv_{fwd,bwd_data,bwd_weights}: nedenoise_rconv_* of
 // SortPool(x), sorted while padding (the input gradient permuted while the
-// padding is folded back; z is then a third argument). nedenoise_sortpool_{fwd,permute}: SortPool and the permutation it
-// applies (its own gradient). The sorting ones take an attribute pairs: 1 for
+// padding is folded back; z is then a third argument).
+// nedenoise_sortpool_{fwd,permute}: SortPool and the permutation it applies
+// (its own gradient). The sorting targets take an attribute pairs: 1 for
 // adjacent pairs (2k, 2k+1), 0 for the "halves" order (k, k + c/2).
+// nedenoise_scale_grad: the gradient of alpha*x + y for x and alpha
+// (nedenoise_jax.ops.scale_add).
 //
 // A primitive is created once per shape and kept for the life of the process;
 // the kernel is reordered from HWIO into the layout the primitive prefers on
@@ -573,8 +576,54 @@ ffi::Error SortPoolPermuteImpl(F32 x, F32 v, Out out, int64_t threads, int64_t p
                      threads, pairs != 0);
 }
 
+// The gradient of alpha*x + y with respect to x and alpha in one pass over
+// g and x: gx = alpha*g and galpha = sum(g*x). Being a call of this library,
+// it takes its cores like the convolutions do, instead of running beside
+// one (as XLA's own reduction did, slowing both). The sum is made of
+// float blocks of kBlock products added in double, in a fixed order for a
+// given thread count (deterministic).
+ffi::Error ScaleGradImpl(F32 g, F32 x, F32 alpha, Out gx, Out galpha, int64_t threads) {
+  const int64_t n = g.element_count();
+  if (x.element_count() != n || gx->element_count() != n || alpha.element_count() != 1 ||
+      galpha->element_count() != 1) {
+    return BadShapes("scale grad needs g and x of one shape and a scalar alpha");
+  }
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
+  const float a = alpha.typed_data()[0];
+  const float* gp = g.typed_data();
+  const float* xp = x.typed_data();
+  float* out = gx->typed_data();
+  std::vector<double> partial(nthreads, 0.0);
+  SlotGuard slot(threads);
+#pragma omp parallel num_threads(nthreads)
+  {
+    double acc = 0.0;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+      float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t i = lo; i < hi; ++i) {
+        s += gp[i] * xp[i];
+        out[i] = a * gp[i];
+      }
+      acc += s;
+    }
+    partial[omp_get_thread_num()] = acc;
+  }
+  double total = 0.0;
+  for (double v : partial) total += v;
+  galpha->typed_data()[0] = static_cast<float>(total);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseScaleGrad, ScaleGradImpl,
+    ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Attr<int64_t>("threads"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvFwd, ConvFwdImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseConvBwdData, ConvBwdDataImpl,
