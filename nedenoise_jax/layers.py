@@ -86,6 +86,24 @@ def _compute_dtype(x: jax.Array, dtype: Optional[Dtype]) -> Dtype:
   return x.dtype if dtype is None else dtype
 
 
+# The parametrization of a convolution whose stored kernel is the constrained
+# kernel itself (computed once by models.prepare_inference), not parameters
+# of it: the constraint is not applied again.
+PRECOMPUTED = "precomputed"
+
+
+def constrained_kernel(theta: jax.Array, dtype: Dtype, constraint: Optional[str], free_channels: int = 0,
+                       parametrization: str = "centre") -> jax.Array:
+  """:meth:`Conv.effective_kernel` for a convolution of that configuration."""
+  if constraint is None or parametrization == PRECOMPUTED:
+    return theta.astype(dtype)
+  work = jnp.promote_types(theta.dtype, dtype)
+  total = 1.0 if constraint == "affine" else 0.0
+  k = ops.affine_kernel(theta.astype(work), free_channels=free_channels, total=total,
+                        parametrization=parametrization)
+  return k.astype(dtype)
+
+
 class Conv(nn.Module):
   """2-D convolution, NHWC in and out, with optional kernel constraint.
 
@@ -98,7 +116,9 @@ class Conv(nn.Module):
     constraint: ``None``, ``"affine"`` (each filter sums to 1 over the
       constrained input channels and taps) or ``"zero_sum"`` (sums to 0).
     free_channels: trailing input channels excluded from the constraint.
-    parametrization: ``"centre"`` or ``"roll"``, see :func:`ops.affine_kernel`.
+    parametrization: ``"centre"`` or ``"roll"``, see :func:`ops.affine_kernel`;
+      or :data:`PRECOMPUTED`: the stored kernel is already the constrained one
+      and is used as it is (``models.prepare_inference``).
     in_halves, out_halves: the input (output) channels are in the order of
       ``ops.sort_pool(..., layout="halves")``, i.e. ``ops.to_halves`` of the
       stored order; the kernel is permuted to match, so the stored parameters,
@@ -129,13 +149,7 @@ class Conv(nn.Module):
 
   def effective_kernel(self, theta: jax.Array, dtype: Dtype) -> jax.Array:
     """The kernel the convolution uses, from the stored parameters."""
-    if self.constraint is None:
-      return theta.astype(dtype)
-    work = jnp.promote_types(theta.dtype, dtype)
-    total = 1.0 if self.constraint == "affine" else 0.0
-    k = ops.affine_kernel(theta.astype(work), free_channels=self.free_channels, total=total,
-                          parametrization=self.parametrization)
-    return k.astype(dtype)
+    return constrained_kernel(theta, dtype, self.constraint, self.free_channels, self.parametrization)
 
   @nn.compact
   def __call__(self, x: jax.Array, scale: Optional[jax.Array] = None) -> jax.Array:

@@ -10,6 +10,7 @@ The output has ``x``'s shape and dtype. Build models with :func:`create`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar, Optional, Sequence
 
 import flax
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from nedenoise_jax import ops
-from nedenoise_jax.layers import (MODES, Conv, Dtype, ModeSpec, ResBlock, Residual,
+from nedenoise_jax.layers import (MODES, PRECOMPUTED, Conv, Dtype, ModeSpec, ResBlock, Residual,
+                                  constrained_kernel,
                                   ScaleBatchNorm, UpConv, activation, check_even, conv,
                                   mode_spec)
 
@@ -320,6 +322,53 @@ def effective_kernels(module: nn.Module, variables, x: Optional[jax.Array] = Non
     name = "/".join(path[:-1])
     (kernels if path[-1] == "effective_kernel" else sums)[name] = value[0]
   return kernels, sums
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _precompute_kernel(theta, constraint, free_channels, parametrization):
+  # One program per kernel shape and configuration, kept across calls (a
+  # jit of all of a model's layers at once compiled for ~1 s each time).
+  work = jnp.promote_types(theta.dtype, jnp.float32)
+  return constrained_kernel(theta, work, constraint, free_channels, parametrization).astype(theta.dtype)
+
+
+def prepare_inference(module: nn.Module, variables, x: Optional[jax.Array] = None, sigma=None):
+  """``(module, variables)`` for inference, with every constrained kernel computed once.
+
+  A constrained convolution forms its kernel from the stored parameters on
+  every call (``ops.affine_kernel``: a pass over each kernel, 32M parameters
+  for DRUNet). For inference the kernels do not change, so this returns a
+  copy of ``module`` with ``parametrization="precomputed"`` and variables
+  holding the constrained kernels themselves: the same outputs (the same
+  kernels, computed by the same code), without that work per call.
+  ``denoise`` uses it. The layers are found by tracing ``module`` (no
+  compilation of the network); ``x``/``sigma`` are an example input if the
+  default (8x8, the module's channels) does not suit it. Models without
+  constrained convolutions are returned as they are. The result is for
+  inference only: training it would leave the constraint unenforced.
+  """
+  if getattr(module, "parametrization", None) in (None, PRECOMPUTED):
+    return module, variables
+  if x is None:
+    x = jnp.zeros((1, 8, 8, module.channels), jnp.float32)
+    sigma = None if module.blind else 0.1
+  found = {}
+
+  def record(next_fun, args, kwargs, context):
+    m = context.module
+    if context.method_name == "effective_kernel" and m.constraint is not None:
+      found[m.path] = (m.constraint, m.free_channels, m.parametrization)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda v: module.apply(v, x, sigma), variables)
+  if not found:
+    return module, variables
+  params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))
+  for path, config in found.items():
+    params[path + ("kernel",)] = _precompute_kernel(params[path + ("kernel",)], *config)
+  return (module.clone(parametrization=PRECOMPUTED),
+          {**variables, "params": flax.traverse_util.unflatten_dict(params)})
 
 
 def count_params(variables) -> int:

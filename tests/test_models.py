@@ -238,3 +238,39 @@ def test_resblock_folded_residual_equals_plain_formula(mode):
   got = jax.grad(loss(block.apply), argnums=(0, 1))(v, x)
   want = jax.grad(loss(plain), argnums=(0, 1))(v, x)
   chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,kw", [("drunet", dict(features=(4, 8), blocks=1, blind=False)),
+                                     ("dncnn", dict(features=6, depth=4, blind=True)),
+                                     ("fdncnn", dict(features=6, depth=3, parametrization="roll",
+                                                     blind=False))])
+def test_prepare_inference_same_outputs_without_the_constraint_per_call(arch, kw):
+  import flax.traverse_util
+
+  from nedenoise_jax import layers
+  module = models.create(arch, mode="norm_equiv", **kw)
+  x = jnp.asarray(np.random.default_rng(9).normal(size=(2, 13, 11, 1)) * 40 - 7, jnp.float32)
+  sigma = None if module.blind else jnp.asarray([0.3, 0.5], jnp.float32)
+  v = module.init(jax.random.key(1), x, sigma)
+  v = jax.tree_util.tree_map(lambda p: p + 0.03, v)  # stored anchors away from their constrained values
+  prepared, pv = models.prepare_inference(module, v)
+  assert prepared.parametrization == layers.PRECOMPUTED
+  assert jax.tree_util.tree_structure(pv) == jax.tree_util.tree_structure(v)
+  np.testing.assert_array_equal(jax.jit(prepared.apply)(pv, x, sigma), jax.jit(module.apply)(v, x, sigma))
+  # The stored kernels are the constrained ones, and no constraint is formed per call.
+  kernels, sums = models.effective_kernels(module, v)
+  flat = flax.traverse_util.flatten_dict(pv["params"])
+  for name in sums:
+    np.testing.assert_array_equal(flat[tuple(name.split("/")) + ("kernel",)], kernels[name])
+  # The constraint's ops are gone from the program (centre: the anchors' scatter).
+  count = lambda m, v, op: jax.jit(m.apply).lower(v, x, sigma).as_text().count(op)  # noqa: E731
+  assert count(prepared, pv, "stablehlo.") < count(module, v, "stablehlo.")
+  assert count(prepared, pv, "stablehlo.scatter") == 0
+  # Idempotent, and models without a constraint come back as they are.
+  assert models.prepare_inference(prepared, pv)[1] is pv
+  plain = models.create(arch, mode="ordinary", **kw)
+  pvars = plain.init(jax.random.key(1), x, sigma)
+  assert models.prepare_inference(plain, pvars) == (plain, pvars)
+  wrapped = models.create(arch, mode="wrapped", **kw)
+  wvars = wrapped.init(jax.random.key(1), x, sigma)
+  assert models.prepare_inference(wrapped, wvars)[1] is wvars
