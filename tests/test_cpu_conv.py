@@ -2,6 +2,7 @@
 
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -305,3 +306,26 @@ def test_scale_grad_matches_xla(onednn):
       x, alpha).as_text()
   with pytest.raises(ValueError, match="one shape"):
     cpu_conv.scale_grad(g, x[:1], alpha)
+
+
+def test_ne_drunet_gradients_sharded_over_8_devices_equal_one_device(onednn):
+  # The library's custom calls (sorted convolutions, scale_grad for the
+  # ResBlocks' alpha) inside a batch-sharded program: the same gradients,
+  # alpha's summed over the whole batch.
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+  from nedenoise_jax import models
+  assert jax.device_count() >= 8
+  net = models.create("drunet", mode="norm_equiv", blind=False, features=(4, 8), blocks=1)
+  x = _random((8, 12, 10, 1), 50)
+  s = jnp.linspace(0.1, 0.5, 8, dtype=jnp.float32)
+  v = net.init(jax.random.key(0), x[:1], s[:1])
+  v = jax.tree_util.tree_map(lambda p: p + 0.02, v)
+  loss = lambda v, x, s: jnp.mean((net.apply(v, x + s[:, None, None, None], s) - x) ** 2)  # noqa: E731
+  grad = jax.grad(loss)
+  assert "nedenoise_scale_grad" in jax.jit(grad).lower(v, x, s).as_text()
+  one = jax.jit(grad)(v, x, s)
+  mesh = Mesh(np.asarray(jax.devices()[:8]), ("data",))
+  shard, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+  eight = jax.jit(grad, in_shardings=(rep, shard, shard), out_shardings=rep)(v, x, s)
+  chex.assert_trees_all_close(eight, one, rtol=1e-4, atol=1e-6)
