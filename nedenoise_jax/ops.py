@@ -161,9 +161,9 @@ def sort_pool(x: jax.Array, layout: SortPoolLayout = "pairs") -> jax.Array:
   c = x.shape[-1]
   if c % 2:
     raise ValueError(f"sort_pool needs an even number of channels (last axis), got shape {x.shape}")
-  if layout not in ("pairs", "halves"):
+  if layout not in _XLA_SORTS:
     raise ValueError(f"unknown sort_pool layout {layout!r}; expected 'pairs' or 'halves'")
-  xla = _sort_pairs if layout == "pairs" else _sort_halves
+  xla = _XLA_SORTS[layout]
   if x.dtype == jnp.float32 and x.size and cpu_conv.enabled():
     return jax.lax.platform_dependent(x, cpu=lambda x: cpu_conv.sort_pool(x, layout), default=xla)
   return xla(x)
@@ -211,6 +211,9 @@ def _sort_halves_bwd(first_is_min, g):
 
 
 _sort_halves.defvjp(_sort_halves_fwd, _sort_halves_bwd)
+
+# XLA's SortPool for each layout (every backend; the CPU's float32 one is a C++ kernel).
+_XLA_SORTS = {"pairs": _sort_pairs, "halves": _sort_halves}
 
 
 def to_halves(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -555,10 +558,10 @@ def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding=
   if pad_mode == "reflect" and not isinstance(explicit, str) and kernel.dtype == z.dtype:
     explicit = tuple((int(a), int(b)) for a, b in explicit)
     # supports() checks float32 and rank 4; the sort needs an even channel count.
-    if (layout in ("pairs", "halves") and any(v for p in explicit for v in p)
+    if (layout in _XLA_SORTS and any(v for p in explicit for v in p)
         and cpu_conv.supports(z.shape, kernel.shape, z.dtype, strides, explicit)
         and z.shape[-1] % 2 == 0 and cpu_conv.enabled()):
-      xla = _sort_pairs if layout == "pairs" else _sort_halves
+      xla = _XLA_SORTS[layout]
       return jax.lax.platform_dependent(
           z, kernel, cpu=lambda z, k: cpu_conv.sort_pool_conv(z, k, strides, explicit, layout),
           default=lambda z, k: _xla_conv2d(reflect_pad(xla(z), explicit), k, strides, "VALID"))
