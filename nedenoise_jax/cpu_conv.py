@@ -459,10 +459,6 @@ def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding,
   return _sorted_forward(z, kernel, int(strides), padding, threads_per_call(), pairs)
 
 
-def _plain_scale_grad(g, x, alpha):
-  return alpha * g, jnp.vdot(g, x)
-
-
 @jax.custom_vjp
 def scale_grad(g: jax.Array, x: jax.Array, alpha: jax.Array) -> tuple[jax.Array, jax.Array]:
   """``(alpha*g, sum(g*x))``, the gradient of ``alpha*x + y`` for ``x`` and ``alpha``, in one pass.
@@ -484,7 +480,10 @@ def _scale_grad_fwd(g, x, alpha):
 
 
 def _scale_grad_bwd(res, ct):
-  return jax.vjp(_plain_scale_grad, *res)[1](ct)
+  from nedenoise_jax import ops  # ops imports this module
+
+  # Differentiated as the XLA formula it equals (ops' path off the CPU).
+  return jax.vjp(ops._xla_scale_grad, *res)[1](ct)
 
 
 scale_grad.defvjp(_scale_grad_fwd, _scale_grad_bwd)
