@@ -12,7 +12,9 @@ from an analytical count of the convolutions (2*out_pixels*kh*kw*cin*cout;
 a training step counted as 3x the forward). Peak memory: XLA's buffer
 assignment of the compiled program (arguments + outputs + temporaries), and on
 GPUs the allocator's peak. All modes are measured in the same run, so the
-ratios to ``ordinary`` are comparable even on a noisy machine.
+ratios to ``ordinary`` are comparable even on a noisy machine: the table
+gives the ratio of the medians, and the median of the per-round ratios with
+a 95% interval (:func:`paired_ratio`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -100,6 +103,29 @@ def _time_interleaved(runs: list, repeats: int, block=None) -> list[list[float]]
       block(fn())
       ts.append(time.perf_counter() - t)
   return times
+
+
+def paired_ratio(times: list[float], base_times: list[float]) -> dict:
+  """Median of the per-round ratios ``times[i] / base_times[i]``, with a 95% interval.
+
+  The rounds are interleaved (:func:`_time_interleaved`), so a ratio within
+  one round cancels the machine's drift, which the ratio of two medians
+  keeps. The interval is the distribution-free one for a median from order
+  statistics (binomial, coverage at least 95%); ``None`` with fewer than 6
+  rounds, where none exists.
+  """
+  ratios = sorted(t / b for t, b in zip(times, base_times))
+  n = len(ratios)
+  if n == 0:
+    raise ValueError("paired_ratio needs at least one round")
+  k, cdf = 0, 0.0  # largest k with P(Binomial(n, 1/2) <= k - 1) <= 0.025
+  while True:
+    cdf += math.comb(n, k) / 2 ** n
+    if cdf > 0.025:
+      break
+    k += 1
+  low, high = (ratios[k - 1], ratios[n - k]) if k else (None, None)
+  return {"median": statistics.median(ratios), "ci95": None if low is None else [low, high]}
 
 
 def _memory(compiled) -> dict:
@@ -184,15 +210,20 @@ def bench_train(arch, mode, dtype, repeats):
 def markdown(results: dict) -> str:
   rows = results["rows"]
   ref = results.get("reference") or {}
-  lines = ["| model | task | mode | run (s) | / ordinary | GFLOP/s | compile (s) | XLA buffers (MiB) | reference (s) |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+  lines = ["| model | task | mode | run (s) | / ordinary | per round / ordinary (95% interval) | GFLOP/s | "
+           "compile (s) | XLA buffers (MiB) | reference (s) |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     base = next((b for b in rows if b["arch"] == r["arch"] and b["task"] == r["task"]
                  and b["mode"] == "ordinary"), None)
-    ratio = f"{r['median_s'] / base['median_s']:.2f}" if base else ""
+    ratio = f"{r['median_s'] / base['median_s']:.3f}" if base else ""
+    paired = ""
+    if base and r is not base:
+      pr = paired_ratio(r["times_s"], base["times_s"])
+      paired = f"{pr['median']:.3f}" + (f" ({pr['ci95'][0]:.3f}–{pr['ci95'][1]:.3f})" if pr["ci95"] else "")
     mem = r.get("xla_bytes")  # this program's arguments + outputs + temporaries
     refv = ref.get(f"{r['arch']}/{r['task']}/{r['mode']}")
-    lines.append(f"| {r['arch']} | {r['task']} | {r['mode']} | {r['median_s']:.4f} | {ratio} | "
+    lines.append(f"| {r['arch']} | {r['task']} | {r['mode']} | {r['median_s']:.4f} | {ratio} | {paired} | "
                  f"{r['gflops_per_s']:.1f} | {r['compile_s']:.1f} | "
                  f"{'' if mem is None else f'{mem / 2**20:.0f}'} | {'' if refv is None else f'{refv:.2f}'} |")
   return "\n".join(lines) + "\n"
@@ -246,10 +277,15 @@ def main(argv=None) -> int:
                                       args.prepared)
         runs.append(run)
         infos.append(info)
-      for mode, info, times in zip(modes, infos, _time_interleaved(runs, args.repeats)):
+      all_times = _time_interleaved(runs, args.repeats)
+      base = all_times[modes.index("ordinary")] if "ordinary" in modes else None
+      for mode, info, times in zip(modes, infos, all_times):
         med = statistics.median(times)
         r = {**info, "median_s": med, "times_s": times, "gflops_per_s": info["gflop"] / med,
              **_device_peak(), "arch": arch, "task": task, "mode": mode}
+        if base is not None:
+          r["ratio_to_ordinary"] = med / statistics.median(base)
+          r["paired_ratio_to_ordinary"] = paired_ratio(times, base)
         rows.append(r)
         print(f"{arch:7s} {task:9s} {mode:12s} {med:.4f} s  {r['gflops_per_s']:7.1f} GFLOP/s  "
               f"compile {r['compile_s']:.1f} s", flush=True)

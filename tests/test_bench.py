@@ -1,0 +1,45 @@
+"""The benchmark's statistics (benchmarks/bench.py); no timing here."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+
+import bench  # noqa: E402
+
+
+def test_paired_ratio_median_and_interval():
+  base = [2.0] * 9
+  times = [2.0 * r for r in (1.05, 0.99, 1.02, 1.10, 1.01, 1.03, 1.04, 0.98, 1.20)]
+  pr = bench.paired_ratio(times, base)
+  ordered = sorted(t / 2.0 for t in times)
+  assert pr["median"] == pytest.approx(ordered[4])
+  # n = 9: P(B <= 1) = 10/512 <= 0.025 < P(B <= 2), so the 2nd and 8th order statistics.
+  assert pr["ci95"] == pytest.approx([ordered[1], ordered[7]])
+
+
+def test_paired_ratio_cancels_a_drift_the_medians_keep():
+  # The machine slows down over the run; the mode is 4% slower in every round.
+  base = [1.0, 1.0, 1.0, 1.5, 1.5, 1.5, 1.5]
+  times = [1.04 * b for b in base]
+  pr = bench.paired_ratio(times, base)
+  assert pr["median"] == pytest.approx(1.04)
+  assert pr["ci95"] == pytest.approx([1.04, 1.04])
+
+
+def test_paired_ratio_has_no_interval_below_six_rounds():
+  assert bench.paired_ratio([1.0] * 5, [1.0] * 5)["ci95"] is None
+  assert bench.paired_ratio([1.0] * 6, [1.0] * 6)["ci95"] is not None
+  with pytest.raises(ValueError, match="at least one round"):
+    bench.paired_ratio([], [])
+
+
+def test_markdown_has_the_paired_column():
+  row = dict(arch="drunet", task="train", median_s=1.0, gflops_per_s=1.0, compile_s=1.0)
+  rows = [dict(row, mode="ordinary", times_s=[1.0] * 7),
+          dict(row, mode="norm_equiv", median_s=1.03, times_s=[1.03] * 7)]
+  md = bench.markdown({"rows": rows})
+  assert "per round / ordinary" in md
+  assert "| 1.030 | 1.030 (1.030–1.030) |" in md
