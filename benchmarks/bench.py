@@ -128,6 +128,12 @@ def paired_ratio(times: list[float], base_times: list[float]) -> dict:
   return {"median": statistics.median(ratios), "ci95": None if low is None else [low, high]}
 
 
+def ratios_to_ordinary(times: list[float], base_times: list[float]) -> dict:
+  """A mode's ``ratio_to_ordinary`` (of the medians) and ``paired_ratio_to_ordinary``."""
+  return {"ratio_to_ordinary": statistics.median(times) / statistics.median(base_times),
+          "paired_ratio_to_ordinary": paired_ratio(times, base_times)}
+
+
 def _memory(compiled) -> dict:
   out = {}
   try:
@@ -216,11 +222,13 @@ def markdown(results: dict) -> str:
   for r in rows:
     base = next((b for b in rows if b["arch"] == r["arch"] and b["task"] == r["task"]
                  and b["mode"] == "ordinary"), None)
-    ratio = f"{r['median_s'] / base['median_s']:.3f}" if base else ""
-    paired = ""
-    if base and r is not base:
-      pr = paired_ratio(r["times_s"], base["times_s"])
-      paired = f"{pr['median']:.3f}" + (f" ({pr['ci95'][0]:.3f}–{pr['ci95'][1]:.3f})" if pr["ci95"] else "")
+    ratio = paired = ""
+    if base:
+      ratios = ratios_to_ordinary(r["times_s"], base["times_s"])
+      ratio = f"{ratios['ratio_to_ordinary']:.3f}"
+      pr = ratios["paired_ratio_to_ordinary"]
+      if r is not base:
+        paired = f"{pr['median']:.3f}" + (f" ({pr['ci95'][0]:.3f}–{pr['ci95'][1]:.3f})" if pr["ci95"] else "")
     mem = r.get("xla_bytes")  # this program's arguments + outputs + temporaries
     refv = ref.get(f"{r['arch']}/{r['task']}/{r['mode']}")
     lines.append(f"| {r['arch']} | {r['task']} | {r['mode']} | {r['median_s']:.4f} | {ratio} | {paired} | "
@@ -284,8 +292,7 @@ def main(argv=None) -> int:
         r = {**info, "median_s": med, "times_s": times, "gflops_per_s": info["gflop"] / med,
              **_device_peak(), "arch": arch, "task": task, "mode": mode}
         if base is not None:
-          r["ratio_to_ordinary"] = med / statistics.median(base)
-          r["paired_ratio_to_ordinary"] = paired_ratio(times, base)
+          r.update(ratios_to_ordinary(times, base))
         rows.append(r)
         print(f"{arch:7s} {task:9s} {mode:12s} {med:.4f} s  {r['gflops_per_s']:7.1f} GFLOP/s  "
               f"compile {r['compile_s']:.1f} s", flush=True)
