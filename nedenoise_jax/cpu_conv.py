@@ -8,7 +8,8 @@ system's C++ compiler, the oneDNN headers and library of the
 ``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels and JAX's FFI headers),
 caches the shared library, and registers its FFI targets: forward, input
 gradient and kernel gradient, with zero or reflect padding, the latter also
-with SortPool fused into the padding; and SortPool itself.
+with SortPool fused into the padding and with the affine kernel formed from
+its parameters inside the call; SortPool itself.
 
 :func:`ops.conv2d` uses them for float32 convolutions when the program runs
 on the CPU (``jax.lax.platform_dependent``: a GPU or TPU program is
@@ -51,6 +52,8 @@ _TARGETS = {"conv_fwd": "NedenoiseConvFwd", "conv_bwd_data": "NedenoiseConvBwdDa
             "rconv_bwd_data": "NedenoiseRConvBwdData", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
             "srconv_fwd": "NedenoiseSRConvFwd", "srconv_bwd_data": "NedenoiseSRConvBwdData",
             "srconv_bwd_weights": "NedenoiseSRConvBwdWeights",
+            "mconv_fwd": "NedenoiseMConvFwd", "mconv_bwd_data": "NedenoiseMConvBwdData",
+            "mconv_bwd_weights": "NedenoiseMConvBwdWeights", "affine_kernel": "NedenoiseAffineKernel",
             "sortpool_fwd": "NedenoiseSortPoolFwd", "sortpool_permute": "NedenoiseSortPoolPermute",
             "scale_grad": "NedenoiseScaleGrad"}
 _lock = threading.Lock()
@@ -457,6 +460,174 @@ def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding,
     raise ValueError(f"oneDNN sort_pool_conv does not take z {z.shape} {z.dtype}, kernel "
                      f"{kernel.shape} {kernel.dtype}, strides {strides}, padding {padding}")
   return _sorted_forward(z, kernel, int(strides), padding, threads_per_call(), pairs)
+
+
+# The affine kernel map inside the call: the convolutions above (reflect
+# padded, after SortPool with sort "pairs" or "halves") with the kernel
+# scale * A(theta), A = ops.affine_kernel(theta, free_channels=free,
+# total=total) ("centre"), kmap = (free, total). The handlers form the kernel
+# from theta while reordering it (scaled by the reorder, the anchors then
+# written over it) and return the kernel gradient as the gradients of theta
+# and scale: XLA neither writes the kernel out nor keeps it for the backward
+# pass. Their derivatives are those of the compositions they equal
+# (_unmapped_*), so every order of differentiation works.
+
+_SORT_MODES = {None: 0, "halves": 1, "pairs": 2}
+
+
+def _map_attrs(strides, padding, threads, sort, kernel_shape, kmap) -> dict:
+  from nedenoise_jax import ops  # ops imports this module
+
+  free, total = kmap
+  ah, aw = ops.anchor_tap(kernel_shape[:2])
+  return dict(_attrs(strides, padding, threads), sort=np.int64(_SORT_MODES[sort]),
+              anchor_h=np.int64(ah), anchor_w=np.int64(aw), n_con=np.int64(kernel_shape[2] - free),
+              total=np.float32(total))
+
+
+def _map_call(kind, out, args, strides, padding, threads, sort, kmap, kernel_shape):
+  return jax.ffi.ffi_call(f"nedenoise_mconv_{kind}", out, vmap_method="sequential")(
+      *args, **_map_attrs(strides, padding, threads, sort, kernel_shape, kmap))
+
+
+def _mapped_kernel(theta, scale, kmap):
+  """``scale * A(theta)`` by XLA: the kernel the handlers form."""
+  from nedenoise_jax import ops
+
+  free, total = kmap
+  return ops.affine_kernel(theta, free_channels=free, total=total) * scale
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _mapped_forward(x, theta, scale, strides, padding, threads, sort, kmap):
+  out = jax.ShapeDtypeStruct(_out_shape(x.shape, theta.shape, strides, padding), x.dtype)
+  return _map_call("fwd", out, (x, theta, scale), strides, padding, threads, sort, kmap, theta.shape)
+
+
+def _mapped_forward_fwd(x, theta, scale, *static):
+  return _mapped_forward(x, theta, scale, *static), (x, theta, scale)
+
+
+def _mapped_forward_bwd(strides, padding, threads, sort, kmap, res, g):
+  x, theta, scale = res
+  static = (strides, padding, threads, sort, kmap)
+  dtheta, dscale = _mapped_kernel_grad(x, g, theta, scale, *static)
+  return _mapped_input_grad(g, theta, scale, x, *static), dtheta, dscale
+
+
+_mapped_forward.defvjp(_mapped_forward_fwd, _mapped_forward_bwd)
+
+
+def _unmapped_input_grad(g, theta, scale, z, strides, padding, threads, sort, kmap):
+  k = _mapped_kernel(theta, scale, kmap)
+  if sort is None:
+    return _input_grad(g, k, z.shape, strides, padding, threads, True)
+  return _sorted_input_grad(g, k, z, strides, padding, threads, sort == "pairs")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _mapped_input_grad(g, theta, scale, z, strides, padding, threads, sort, kmap):
+  """``_unmapped_input_grad`` in one call (``z``: the convolution's input, before the sort)."""
+  return _map_call("bwd_data", jax.ShapeDtypeStruct(z.shape, g.dtype), (g, theta, scale, z), strides,
+                   padding, threads, sort, kmap, theta.shape)
+
+
+def _mapped_input_grad_fwd(g, theta, scale, z, *static):
+  return _mapped_input_grad(g, theta, scale, z, *static), (g, theta, scale, z)
+
+
+def _mapped_input_grad_bwd(strides, padding, threads, sort, kmap, res, ct):
+  return jax.vjp(lambda *a: _unmapped_input_grad(*a, strides, padding, threads, sort, kmap), *res)[1](ct)
+
+
+_mapped_input_grad.defvjp(_mapped_input_grad_fwd, _mapped_input_grad_bwd)
+
+
+def _unmapped_kernel_grad(x, g, theta, scale, strides, padding, threads, sort, kmap):
+  k, back = jax.vjp(lambda t, s: _mapped_kernel(t, s, kmap), theta, scale)
+  if sort is None:
+    gk = _kernel_grad(x, g, k.shape, strides, padding, threads, True)
+  else:
+    gk = _sorted_kernel_grad(x, g, k.shape, strides, padding, threads, sort == "pairs")
+  return back(gk)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _mapped_kernel_grad(x, g, theta, scale, strides, padding, threads, sort, kmap):
+  """``_unmapped_kernel_grad`` in one call: the gradients of ``theta`` and ``scale``."""
+  out = (jax.ShapeDtypeStruct(theta.shape, theta.dtype), jax.ShapeDtypeStruct((), theta.dtype))
+  return tuple(_map_call("bwd_weights", out, (x, g, theta, scale), strides, padding, threads, sort, kmap,
+                         theta.shape))
+
+
+def _mapped_kernel_grad_fwd(x, g, theta, scale, *static):
+  return _mapped_kernel_grad(x, g, theta, scale, *static), (x, g, theta, scale)
+
+
+def _mapped_kernel_grad_bwd(strides, padding, threads, sort, kmap, res, ct):
+  return jax.vjp(lambda *a: _unmapped_kernel_grad(*a, strides, padding, threads, sort, kmap), *res)[1](ct)
+
+
+_mapped_kernel_grad.defvjp(_mapped_kernel_grad_fwd, _mapped_kernel_grad_bwd)
+
+
+def affine_conv(x: jax.Array, theta: jax.Array, scale: jax.Array, strides: int, padding, *,
+                free_channels: int = 0, total: float = 1.0, sort: Optional[str] = None) -> jax.Array:
+  """``conv(x, k, strides, padding, reflect=True)`` with ``k = scale * ops.affine_kernel(theta, ...)``.
+
+  ``k`` is ``ops.affine_kernel(theta, free_channels=free_channels,
+  total=total)`` (the ``centre`` parametrization) times the scalar ``scale``,
+  formed inside the call; with ``sort`` (``"pairs"`` or ``"halves"``) the
+  input is ``sort_pool(x, sort)``, as in :func:`sort_pool_conv`. Float32.
+  """
+  padding = tuple((int(a), int(b)) for a, b in padding)
+  if sort is not None:
+    _check_layout(sort)
+  if (not supports(x.shape, theta.shape, x.dtype, strides, padding) or theta.dtype != x.dtype
+      or jnp.shape(scale) or jnp.result_type(scale) != x.dtype or (sort and x.shape[-1] % 2)
+      or not 0 <= free_channels < theta.shape[2]):
+    raise ValueError(f"oneDNN affine_conv does not take x {x.shape} {x.dtype}, theta {theta.shape} "
+                     f"{theta.dtype}, scale {jnp.shape(scale)} {jnp.result_type(scale)}, strides "
+                     f"{strides}, padding {padding}, free_channels {free_channels}, sort {sort}")
+  return _mapped_forward(x, theta, scale, int(strides), padding, threads_per_call(), sort,
+                         (int(free_channels), float(total)))
+
+
+def affine_kernel(theta: jax.Array, *, free_channels: int = 0, total: float = 1.0) -> jax.Array:
+  """``ops.affine_kernel(theta, ...)`` ("centre") exactly as :func:`affine_conv` forms it (float32, CPU).
+
+  For the kernel of a convolution that forms it itself, computed apart (to
+  be recorded, or once for inference): the same values, bit for bit. It
+  differentiates as ``ops.affine_kernel``.
+  """
+  from nedenoise_jax import ops
+
+  if theta.dtype != jnp.float32 or theta.ndim != 4 or not 0 <= free_channels < theta.shape[2]:
+    raise ValueError(f"cpu_conv.affine_kernel takes a float32 HWIO theta and 0 <= free_channels < c_in, "
+                     f"got {theta.shape} {theta.dtype}, free_channels {free_channels}")
+  return _affine_kernel(theta, int(free_channels), float(total))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _affine_kernel(theta, free_channels, total):
+  from nedenoise_jax import ops
+
+  ah, aw = ops.anchor_tap(theta.shape[:2])
+  return jax.ffi.ffi_call("nedenoise_affine_kernel", jax.ShapeDtypeStruct(theta.shape, theta.dtype),
+                          vmap_method="sequential")(
+      theta, threads=np.int64(threads_per_call()), anchor_h=np.int64(ah), anchor_w=np.int64(aw),
+      n_con=np.int64(theta.shape[2] - free_channels), total=np.float32(total))
+
+
+def _affine_kernel_fwd(theta, free_channels, total):
+  return _affine_kernel(theta, free_channels, total), theta
+
+
+def _affine_kernel_bwd(free_channels, total, theta, ct):
+  return jax.vjp(lambda t: _mapped_kernel(t, 1.0, (free_channels, total)), theta)[1](ct)
+
+
+_affine_kernel.defvjp(_affine_kernel_fwd, _affine_kernel_bwd)
 
 
 @jax.custom_vjp

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nedenoise_jax import ops
+from nedenoise_jax import cpu_conv, ops
 
 Dtype = Any
 MODES = ("ordinary", "scale_equiv", "norm_equiv", "wrapped")
@@ -93,15 +93,28 @@ PRECOMPUTED = "precomputed"
 
 
 def constrained_kernel(theta: jax.Array, dtype: Dtype, constraint: Optional[str], free_channels: int = 0,
-                       parametrization: str = "centre") -> jax.Array:
-  """:meth:`Conv.effective_kernel` for a convolution of that configuration."""
+                       parametrization: str = "centre", in_call: bool = False) -> jax.Array:
+  """:meth:`Conv.effective_kernel` for a convolution of that configuration.
+
+  ``in_call``: the convolution forms the kernel itself on the CPU
+  (:meth:`Conv.forms_kernel_in_call`); the kernel is then formed by the same
+  code (:func:`cpu_conv.affine_kernel`), so that it is the one used, bit for bit.
+  """
   if constraint is None or parametrization == PRECOMPUTED:
     return theta.astype(dtype)
   work = jnp.promote_types(theta.dtype, dtype)
   total = 1.0 if constraint == "affine" else 0.0
-  k = ops.affine_kernel(theta.astype(work), free_channels=free_channels, total=total,
-                        parametrization=parametrization)
-  return k.astype(dtype)
+
+  def xla(theta):
+    k = ops.affine_kernel(theta.astype(work), free_channels=free_channels, total=total,
+                          parametrization=parametrization)
+    return k.astype(dtype)
+
+  if (in_call and parametrization == "centre" and theta.dtype == jnp.float32 and jnp.dtype(dtype) == jnp.float32
+      and cpu_conv.enabled()):
+    return jax.lax.platform_dependent(
+        theta, cpu=lambda t: cpu_conv.affine_kernel(t, free_channels=free_channels, total=total), default=xla)
+  return xla(theta)
 
 
 class Conv(nn.Module):
@@ -149,7 +162,8 @@ class Conv(nn.Module):
 
   def effective_kernel(self, theta: jax.Array, dtype: Dtype) -> jax.Array:
     """The kernel the convolution uses, from the stored parameters."""
-    return constrained_kernel(theta, dtype, self.constraint, self.free_channels, self.parametrization)
+    return constrained_kernel(theta, dtype, self.constraint, self.free_channels, self.parametrization,
+                              self.forms_kernel_in_call())
 
   @nn.compact
   def __call__(self, x: jax.Array, scale: Optional[jax.Array] = None) -> jax.Array:
@@ -172,6 +186,14 @@ class Conv(nn.Module):
     if self.constraint is not None:
       self.sow("intermediates", "kernel_sums",
                ops.kernel_sums(kernel, free_channels=self.free_channels))
+    x = x.astype(dtype)
+    if self.forms_kernel_in_call() and theta.dtype == dtype:
+      # The same convolution, with the kernel formed inside it where it can be.
+      y = ops.affine_conv2d(x, theta, None if scale is None else jnp.asarray(scale).astype(dtype),
+                            self.strides, ops.same_padding(self.kernel_size),
+                            free_channels=self.free_channels, total=1.0 if self.constraint == "affine" else 0.0,
+                            sort_layout="pairs" if self.sort_input else None)
+      return self._add_bias(y)
     if scale is not None:
       kernel = kernel * jnp.asarray(scale).astype(kernel.dtype)
     if self.in_halves:
@@ -180,7 +202,6 @@ class Conv(nn.Module):
       kernel = ops.to_halves(kernel, axis=2)
     if self.out_halves:
       kernel = ops.to_halves(kernel, axis=3)
-    x = x.astype(dtype)
     if self.padding == "valid":
       pad = "VALID"
     elif self.padding == "zeros":
@@ -195,6 +216,14 @@ class Conv(nn.Module):
                                layout="halves" if self.in_halves else "pairs")
     else:
       y = ops.conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode)
+    return self._add_bias(y)
+
+  def forms_kernel_in_call(self) -> bool:
+    """Whether the convolution takes the parameters and the constraint (:func:`ops.affine_conv2d`)."""
+    return (self.constraint is not None and self.parametrization == "centre" and self.padding == "reflect"
+            and not (self.in_halves or self.out_halves) and max(self.kernel_size) > 1)
+
+  def _add_bias(self, y: jax.Array) -> jax.Array:
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
       if self.out_halves:

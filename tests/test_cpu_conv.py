@@ -277,15 +277,111 @@ def test_ne_network_sorts_inside_its_convolutions(onednn):
   x = _random((1, 11, 9, 1), 35)
   v = net.init(jax.random.key(0), x)
   text = jax.jit(net.apply).lower(v, x).as_text()
-  assert text.count("nedenoise_srconv_fwd") == 3 and "nedenoise_sortpool_fwd" not in text
+  # Every convolution forms its kernel from the parameters itself; the three
+  # after a SortPool sort their input while padding it.
+  assert text.count("nedenoise_mconv_fwd") == 4 and text.count("sort = 2") == 3
+  assert "nedenoise_sortpool_fwd" not in text and "nedenoise_srconv" not in text
   assert "gather" not in text
   # Adjacent pairs, as the parameters are stored: no kernel is permuted.
-  assert "pairs = 1" in text and "pairs = 0" not in text and "transpose" not in text
-  # The training step's backward pass sorts and permutes inside the calls too.
+  assert "sort = 1" not in text and "transpose" not in text
+  # The training step's backward pass sorts, permutes and maps the kernel inside the calls too.
   grad = jax.jit(jax.grad(lambda v: jnp.sum(net.apply(v, x) ** 2))).lower(v).as_text()
-  for target in ("srconv_fwd", "srconv_bwd_data", "srconv_bwd_weights"):
-    assert grad.count(f"nedenoise_{target}") == 3, target
-  assert "nedenoise_sortpool" not in grad
+  for target, n in (("mconv_fwd", 4), ("mconv_bwd_data", 3), ("mconv_bwd_weights", 4)):
+    assert grad.count(f"nedenoise_{target}") == n, target
+  assert "nedenoise_sortpool" not in grad and "nedenoise_srconv" not in grad
+
+
+AFFINE_CASES = [  # x shape, theta shape, reflect padding, free channels, total, sort
+    ((2, 9, 7, 3), (3, 3, 3, 5), ((1, 1), (1, 1)), 0, 1.0, None),  # odd sizes
+    ((1, 7, 6, 2), (3, 3, 2, 6), ((1, 1), (1, 1)), 1, 1.0, None),  # a free noise-map channel
+    ((2, 6, 5, 6), (3, 3, 6, 4), ((1, 1), (1, 1)), 0, 0.0, "pairs"),  # zero-sum, after a SortPool
+    ((1, 6, 7, 6), (4, 4, 6, 3), ((1, 2), (2, 1)), 0, 1.0, "halves"),  # even kernel, asymmetric
+    ((1, 7, 6, 2), (5, 5, 2, 3), ((2, 2), (2, 2)), 1, 1.0, None),  # 5x5: anchor (2, 2)
+    ((2, 5, 6, 32), (3, 3, 32, 48), ((1, 1), (1, 1)), 0, 1.0, "pairs"),  # blocked kernel layouts
+    ((1, 6, 5, 32), (3, 3, 32, 1), ((1, 1), (1, 1)), 0, 1.0, None),  # one output channel
+]
+
+
+def _affine_reference(x, theta, scale, pad, free, total, sort):
+  k = ops.affine_kernel(theta, free_channels=free, total=total) * scale
+  return _xla_reflect(ops._XLA_SORTS[sort](x) if sort else x, k, pad)
+
+
+@pytest.mark.parametrize("xs,ks,pad,free,total,sort", AFFINE_CASES)
+def test_affine_conv_matches_xla(onednn, xs, ks, pad, free, total, sort):
+  # The kernel formed inside the call (scaled, anchors written over the
+  # reordered parameters) and the gradients of theta and scale from it.
+  x, theta, scale = _random(xs, 40), _random(ks, 41) * 0.3, jnp.float32(0.7)
+  conv = lambda x, t, s: cpu_conv.affine_conv(x, t, s, 1, pad, free_channels=free, total=total,  # noqa: E731
+                                              sort=sort)
+  ref = lambda x, t, s: _affine_reference(x, t, s, pad, free, total, sort)  # noqa: E731
+  y, want = jax.jit(conv)(x, theta, scale), ref(x, theta, scale)
+  size = float(np.sqrt(np.prod(ks[:3])))
+  assert y.shape == want.shape
+  _close(y, want, size)
+  g = _random(want.shape, 42)
+  got = jax.jit(jax.vjp(conv, x, theta, scale)[1])(g)
+  exp = jax.vjp(ref, x, theta, scale)[1](g)
+  assert got[2].shape == () and float(got[1][(*ops.anchor_tap(ks[:2]), 0)].max()) == 0.0  # unused anchors
+  for a, b in zip(got, exp):
+    _close(a, b, float(jnp.max(jnp.abs(b))) * 4)
+
+  def curvature(f):  # second order: through the gradients of x, theta and scale
+    inner = lambda x, t, s: jnp.sum(jnp.tanh(f(x, t, s)))  # noqa: E731
+    return jax.grad(lambda x, t, s: sum(jnp.sum(d ** 2) for d in jax.grad(inner, (0, 1, 2))(x, t, s)),
+                    (0, 1, 2))(x, theta, scale)
+
+  for a, b in zip(jax.jit(lambda: curvature(conv))(), curvature(ref)):
+    _close(a, b, float(jnp.max(jnp.abs(b))) * 10)
+
+
+def test_affine_conv_vmap_and_errors(onednn):
+  pad = ((1, 1), (1, 1))
+  xs, ts = _random((3, 1, 6, 5, 2), 43), _random((3, 3, 3, 2, 4), 44)
+  conv = lambda x, t: cpu_conv.affine_conv(x, t, jnp.float32(1.0), 1, pad)  # noqa: E731
+  ref = lambda x, t: _affine_reference(x, t, 1.0, pad, 0, 1.0, None)  # noqa: E731
+  _close(jax.jit(jax.vmap(conv))(xs, ts), jax.vmap(ref)(xs, ts), 3.0)
+  with pytest.raises(ValueError, match="affine_conv does not take"):
+    cpu_conv.affine_conv(xs[0], ts[0], jnp.ones((2,)), 1, pad)
+  with pytest.raises(ValueError, match="affine_conv does not take"):
+    cpu_conv.affine_conv(xs[0], ts[0], jnp.float32(1.0), 1, pad, free_channels=2)
+  with pytest.raises(ValueError, match="layout"):
+    cpu_conv.affine_conv(xs[0], ts[0], jnp.float32(1.0), 1, pad, sort="triples")
+
+
+@pytest.mark.parametrize("ks,free,total", [((3, 3, 5, 7), 0, 1.0), ((3, 3, 2, 64), 1, 1.0),
+                                           ((4, 4, 3, 2), 0, 0.0)])
+def test_cpu_affine_kernel_is_the_kernel_the_call_forms(onednn, ks, free, total):
+  theta = _random(ks, 45)
+  k = jax.jit(lambda t: cpu_conv.affine_kernel(t, free_channels=free, total=total))(theta)
+  np.testing.assert_allclose(k, ops.affine_kernel(theta, free_channels=free, total=total), rtol=0, atol=1e-5)
+  sums = ops.kernel_sums(k, free_channels=free)
+  np.testing.assert_allclose(sums, np.full(ks[3], total), atol=1e-5)
+  # Bit for bit the kernel of affine_conv: the convolution with it equals the call.
+  x, pad = _random((1, 6, 7, ks[2]), 46), ops.same_padding(ks[:2])
+  np.testing.assert_array_equal(
+      jax.jit(lambda x, t: cpu_conv.affine_conv(x, t, jnp.float32(1.0), 1, pad, free_channels=free,
+                                                total=total))(x, theta),
+      jax.jit(lambda x, k: cpu_conv.conv(x, k, 1, pad, reflect=True))(x, k))
+  g = _random(ks, 47)
+  _close(jax.vjp(lambda t: cpu_conv.affine_kernel(t, free_channels=free, total=total), theta)[1](g)[0],
+         jax.vjp(lambda t: ops.affine_kernel(t, free_channels=free, total=total), theta)[1](g)[0], 1.0)
+
+
+def test_affine_conv2d_dispatch(onednn):
+  x, theta, pad = _random((1, 9, 8, 4), 48), _random((3, 3, 4, 4), 49), ((1, 1), (1, 1))
+  f = lambda x, t, s: ops.affine_conv2d(x, t, s, 1, pad, sort_layout="pairs")  # noqa: E731
+  s = jnp.float32(0.5)
+  assert "nedenoise_mconv_fwd" in jax.jit(f).lower(x, theta, s).as_text()
+  gpu = jax.jit(f).trace(x, theta, s).lower(lowering_platforms=("cuda",)).as_text()
+  assert "nedenoise" not in gpu and "convolution" in gpu
+  _close(f(x, theta, s), _affine_reference(x, theta, s, pad, 0, 1.0, "pairs"), 6.0)
+  # float64, or no padding: the composition in XLA.
+  x64 = x.astype(jnp.float64) if jax.config.jax_enable_x64 else None
+  if x64 is not None:
+    assert "nedenoise" not in jax.jit(f).lower(x64, theta.astype(jnp.float64), s.astype(jnp.float64)).as_text()
+  text = jax.jit(lambda x, t: ops.affine_conv2d(x, t, None, 1, ((0, 0), (0, 0)))).lower(x, theta).as_text()
+  assert "nedenoise_mconv" not in text
 
 
 def test_scale_grad_matches_xla(onednn):

@@ -19,6 +19,12 @@
 // adjacent pairs (2k, 2k+1), 0 for the "halves" order (k, k + c/2).
 // nedenoise_scale_grad: the gradient of alpha*x + y for x and alpha
 // (nedenoise_jax.ops.scale_add).
+// nedenoise_mconv_{fwd,bwd_data,bwd_weights}: nedenoise_rconv_* (or with an
+// attribute sort, nedenoise_srconv_*) of the kernel scale * A(theta), A the
+// affine map of nedenoise_jax.ops.affine_kernel ("centre"), formed here
+// from the parameters theta and a scalar scale while they are in cache: no
+// kernel is written out by XLA, and the kernel gradient comes back as the
+// gradients of theta and scale.
 //
 // A primitive is created once per shape and kept for the life of the process;
 // the kernel is reordered from HWIO into the layout the primitive prefers on
@@ -58,6 +64,7 @@ struct Entry {
   dnnl::memory::desc src, weights, dst, user_weights, scratch;
   bool reorder_weights = false;
   dnnl::reorder weights_reorder;  // user HWIO -> prim (fwd, bwd data) or prim -> HWIO (bwd weights)
+  dnnl::reorder scaled_reorder;   // user HWIO -> prim times a scalar (fwd, bwd data)
 };
 
 dnnl::engine& Engine() {
@@ -160,6 +167,11 @@ std::shared_ptr<Entry> MakeEntry(const Key& k) {
   if (e->reorder_weights) {
     e->weights_reorder = kind == kBwdWeights ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->weights, eng, user_w))
                                              : dnnl::reorder(dnnl::reorder::primitive_desc(eng, user_w, eng, e->weights));
+    if (kind != kBwdWeights) {
+      dnnl::primitive_attr scaled;
+      scaled.set_scales_mask(DNNL_ARG_SRC, 0);
+      e->scaled_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, user_w, eng, e->weights, scaled));
+    }
   }
   return e;
 }
@@ -208,7 +220,7 @@ class Buffer {
 };
 
 struct WorkBuffers {
-  Buffer pad, weights, scratch;
+  Buffer pad, weights, scratch, kernel;
 };
 
 // Returns the calling thread's buffers; blocks above kKeepLimit are freed
@@ -220,6 +232,7 @@ struct WorkGuard {
     b.pad.ReleaseOnce();
     b.weights.ReleaseOnce();
     b.scratch.ReleaseOnce();
+    b.kernel.ReleaseOnce();
   }
   static WorkBuffers& Mine() {
     thread_local WorkBuffers buffers;
@@ -364,6 +377,152 @@ void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, 
   }
 }
 
+// The kernel map of the nedenoise_mconv_* handlers: K = scale * A(theta) for
+// HWIO theta (kh, kw, c, o), where A(theta) equals theta except at the anchor
+// tap (ah, aw) of input channel 0, which is total minus the sum of the
+// filter's other entries over the first n_con input channels (the rest are
+// free). dscale, for the kernel gradient, receives the gradient of scale.
+struct KernelMap {
+  int64_t ah, aw, n_con;
+  float total, scale;
+  float* dscale;
+};
+
+// The columns (output channels) [lo, hi) of thread t of nt: every loop over
+// a kernel below gives each thread the same columns of every row, so the
+// sums of a column run in a fixed order.
+inline void Columns(int64_t o, int t, int nt, int64_t* lo, int64_t* hi) {
+  *lo = o * t / nt;
+  *hi = o * (t + 1) / nt;
+}
+
+// Sums of float blocks of kRowBlock rows are added in double.
+constexpr int64_t kRowBlock = 64;
+
+// anchors[j] = scale * A(theta)[ah, aw, 0, j], for each output channel j: one
+// pass reading theta.
+void AnchorValues(const float* theta, float* anchors, int64_t kh, int64_t kw, int64_t c, int64_t o,
+                  const KernelMap& m, int threads) {
+  const int64_t rows = kh * kw * c, anchor = (m.ah * kw + m.aw) * c;
+#pragma omp parallel num_threads(threads)
+  {
+    int64_t lo, hi;
+    Columns(o, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+    std::vector<double> sums(hi - lo, 0.0);
+    std::vector<float> block(hi - lo, 0.0f);
+    double* acc = sums.data() - lo;
+    float* part = block.data() - lo;
+    for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+      for (int64_t r = r0; r < std::min(rows, r0 + kRowBlock); ++r) {
+        if (r == anchor || r % c >= m.n_con) continue;
+        const float* t = theta + r * o;
+#pragma omp simd
+        for (int64_t j = lo; j < hi; ++j) part[j] += t[j];
+      }
+      for (int64_t j = lo; j < hi; ++j) {
+        acc[j] += part[j];
+        part[j] = 0.0f;
+      }
+    }
+    for (int64_t j = lo; j < hi; ++j) anchors[j] = m.scale * static_cast<float>(m.total - acc[j]);
+  }
+}
+
+// out (HWIO) = scale * A(theta), given AnchorValues.
+void MapKernel(const float* theta, const float* anchors, float* out, int64_t kh, int64_t kw, int64_t c,
+               int64_t o, const KernelMap& m, int threads) {
+  const int64_t n = kh * kw * c * o, anchor = (m.ah * kw + m.aw) * c;
+  const float s = m.scale;
+#pragma omp parallel for simd schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) out[i] = s * theta[i];
+  std::memcpy(out + anchor * o, anchors, sizeof(float) * o);
+}
+
+// The offset of the logical element (d0, d1, d2, d3) in memory of desc md
+// (plain or blocked, as oneDNN describes it: outer strides, then the inner
+// blocks from the outermost).
+int64_t ElementOffset(const dnnl::memory::desc& md, const int64_t idx[4]) {
+  const dnnl::memory::dims strides = md.get_strides(), blks = md.get_inner_blks(),
+                           bidx = md.get_inner_idxs();
+  const int nblks = md.get_inner_nblks();
+  int64_t block[4] = {1, 1, 1, 1};
+  for (int k = 0; k < nblks; ++k) block[bidx[k]] *= blks[k];
+  int64_t off = 0, rem[4], size[4];
+  for (int d = 0; d < 4; ++d) {
+    off += (idx[d] / block[d]) * strides[d];
+    rem[d] = idx[d] % block[d];
+    size[d] = block[d];
+  }
+  int64_t inner = 0;
+  for (int k = 0; k < nblks; ++k) {
+    const int64_t d = bidx[k];
+    size[d] /= blks[k];
+    inner = inner * blks[k] + rem[d] / size[d];
+    rem[d] %= size[d];
+  }
+  return off + inner;
+}
+
+// The transpose of MapKernel's map at theta, in place on the kernel gradient
+// g = dL/dK (HWIO): g becomes dL/dtheta = scale * (g - g[anchor] over the
+// constrained entries, 0 at the anchor, g over the free ones), and
+// *m.dscale = dL/dscale = sum(g * A(theta)). One pass over g and theta.
+void UnmapKernelGrad(float* g, const float* theta, int64_t kh, int64_t kw, int64_t c, int64_t o,
+                     const KernelMap& m, int threads) {
+  const int64_t rows = kh * kw * c, anchor = (m.ah * kw + m.aw) * c;
+  const float s = m.scale;
+  std::vector<double> partial(threads, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    int64_t lo, hi;
+    Columns(o, t, omp_get_num_threads(), &lo, &hi);
+    std::vector<double> sums(hi - lo, 0.0);
+    std::vector<float> block(hi - lo, 0.0f);
+    std::vector<float> anchor_g(g + anchor * o + lo, g + anchor * o + hi);
+    double* acc = sums.data() - lo;
+    float* part = block.data() - lo;
+    const float* ga = anchor_g.data() - lo;
+    double dot = 0.0;
+    for (int64_t r = 0; r < rows; ++r) {
+      if (r % kRowBlock == 0 && r) {
+        for (int64_t j = lo; j < hi; ++j) {
+          acc[j] += part[j];
+          part[j] = 0.0f;
+        }
+      }
+      if (r == anchor) continue;
+      const float* th = theta + r * o;
+      float* gr = g + r * o;
+      float row_dot = 0.0f;
+      if (r % c < m.n_con) {
+#pragma omp simd reduction(+ : row_dot)
+        for (int64_t j = lo; j < hi; ++j) {
+          row_dot += gr[j] * th[j];
+          part[j] += th[j];
+          gr[j] = s * (gr[j] - ga[j]);
+        }
+      } else {
+#pragma omp simd reduction(+ : row_dot)
+        for (int64_t j = lo; j < hi; ++j) {
+          row_dot += gr[j] * th[j];
+          gr[j] = s * gr[j];
+        }
+      }
+      dot += row_dot;
+    }
+    for (int64_t j = lo; j < hi; ++j) {
+      acc[j] += part[j];
+      dot += static_cast<double>(ga[j]) * (m.total - acc[j]);
+      g[anchor * o + j] = 0.0f;
+    }
+    partial[t] = dot;
+  }
+  double total = 0.0;
+  for (double v : partial) total += v;
+  *m.dscale = static_cast<float>(total);
+}
+
 // With reflect, (pt, pb, pl, pr) are reflect pads done here: the primitive
 // sees the padded image (n, h + pt + pb, w + pl + pr, c) without padding of
 // its own, held in a working buffer: the padded input (forward, kernel
@@ -371,7 +530,8 @@ void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, 
 ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t o,
                int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads,
                void* src_ptr, void* weights_ptr, void* dst_ptr, bool reflect = false,
-               SortMode sort_input = kNoSort, const float* sort_ref = nullptr) {
+               SortMode sort_input = kNoSort, const float* sort_ref = nullptr,
+               const KernelMap* kmap = nullptr, const float* theta = nullptr) {
   if (stride < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || h + pt + pb < kh || w + pl + pr < kw) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn_conv: unsupported stride or padding");
   }
@@ -397,12 +557,39 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
       }
     }
     dnnl::memory src(e->src, eng, prim_src), dst(e->dst, eng, dst_ptr);
-    dnnl::memory user_w(e->user_weights, eng, weights_ptr);
+    // With kmap (forward, input gradient) weights_ptr holds theta: the
+    // kernel is formed here, by the reorder into the primitive's layout
+    // (scaled) and the anchor taps written over it, or in HWIO.
+    const bool map_kernel = kmap && kind != kBwdWeights;
+    std::vector<float> anchors(map_kernel ? o : 0);
+    void* user_w_ptr = weights_ptr;
+    if (map_kernel) {
+      AnchorValues(static_cast<const float*>(weights_ptr), anchors.data(), kh, kw, c, o, *kmap, nthreads);
+      if (!e->reorder_weights) {
+        user_w_ptr = work.b.kernel.Get(sizeof(float) * kh * kw * c * o);
+        MapKernel(static_cast<const float*>(weights_ptr), anchors.data(), static_cast<float*>(user_w_ptr),
+                  kh, kw, c, o, *kmap, nthreads);
+      }
+    }
+    dnnl::memory user_w(e->user_weights, eng, user_w_ptr);
     dnnl::memory prim_w = user_w;
     // Uninitialized buffers: every byte is written before it is read.
     if (e->reorder_weights) {
       prim_w = dnnl::memory(e->weights, eng, work.b.weights.Get(e->weights.get_size()));
-      if (kind != kBwdWeights) e->weights_reorder.execute(strm, user_w, prim_w);
+      if (map_kernel) {
+        float scale = kmap->scale;
+        dnnl::memory scale_mem({{1}, dt::f32, tag::x}, eng, &scale);
+        e->scaled_reorder.execute(strm, {{DNNL_ARG_FROM, user_w}, {DNNL_ARG_TO, prim_w},
+                                         {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scale_mem}});
+        strm.wait();
+        float* pw = static_cast<float*>(prim_w.get_data_handle());
+        for (int64_t j = 0; j < o; ++j) {
+          const int64_t idx[4] = {j, 0, kmap->ah, kmap->aw};  // (o, i, h, w)
+          pw[ElementOffset(e->weights, idx)] = anchors[j];
+        }
+      } else if (kind != kBwdWeights) {
+        e->weights_reorder.execute(strm, user_w, prim_w);
+      }
     }
     dnnl::memory scratch(e->scratch, eng, work.b.scratch.Get(e->scratch.get_size() + 1));
     if (kind == kFwd) {
@@ -417,6 +604,9 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
       if (e->reorder_weights) e->weights_reorder.execute(strm, prim_w, user_w);
     }
     strm.wait();
+    if (kmap && kind == kBwdWeights) {
+      UnmapKernelGrad(static_cast<float*>(weights_ptr), theta, kh, kw, c, o, *kmap, nthreads);
+    }
     if (reflect && kind == kBwdData) {
       ReflectFold(pad_buf, static_cast<float*>(src_ptr), n, h, w, c, pt, pb, pl, pr, nthreads, sort_input,
                   sort_ref);
@@ -524,6 +714,87 @@ ffi::Error RConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt
   if (!ConvShapes(xd, kd)) return BadShapes("expected NHWC x and HWIO kernel");
   return Run(kBwdWeights, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
              threads, x.untyped_data(), dk->untyped_data(), dy.untyped_data(), true);
+}
+
+// nedenoise_mconv_*: attributes as nedenoise_rconv_* plus sort (a SortMode:
+// 0 none, 1 halves, 2 pairs) and the KernelMap's anchor_h, anchor_w, n_con
+// and total; theta (HWIO) and a scalar scale in place of the kernel.
+bool MapShapes(ffi::Span<const int64_t> kd, F32& scale, int64_t ah, int64_t aw, int64_t n_con) {
+  return scale.element_count() == 1 && ah >= 0 && ah < kd[0] && aw >= 0 && aw < kd[1] && n_con >= 1 &&
+         n_con <= kd[2];
+}
+
+ffi::Error BadSort(int64_t sort, int64_t c) {
+  if (sort < 0 || sort > 2) return BadShapes("sort must be 0, 1 or 2");
+  if (sort && c % 2) return BadShapes("sorting needs an even channel count");
+  return ffi::Error::Success();
+}
+
+ffi::Error MConvFwdImpl(F32 x, F32 theta, F32 scale, Out y, int64_t stride, int64_t pt, int64_t pb,
+                        int64_t pl, int64_t pr, int64_t threads, int64_t sort, int64_t ah, int64_t aw,
+                        int64_t n_con, float total) {
+  auto xd = x.dimensions(), kd = theta.dimensions();
+  if (!ConvShapes(xd, kd) || !MapShapes(kd, scale, ah, aw, n_con)) {
+    return BadShapes("expected NHWC x, HWIO theta, a scalar scale and an anchor inside the kernel");
+  }
+  if (auto err = BadSort(sort, xd[3]); err.failure()) return err;
+  KernelMap m{ah, aw, n_con, total, scale.typed_data()[0], nullptr};
+  return Run(kFwd, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr, threads,
+             x.untyped_data(), theta.untyped_data(), y->untyped_data(), true,
+             static_cast<SortMode>(sort), nullptr, &m);
+}
+
+// z: the convolution's input (before the sort), for the sort's permutation.
+ffi::Error MConvBwdDataImpl(F32 dy, F32 theta, F32 scale, F32 z, Out dz, int64_t stride, int64_t pt,
+                            int64_t pb, int64_t pl, int64_t pr, int64_t threads, int64_t sort, int64_t ah,
+                            int64_t aw, int64_t n_con, float total) {
+  auto xd = dz->dimensions(), kd = theta.dimensions();
+  if (!ConvShapes(xd, kd) || !MapShapes(kd, scale, ah, aw, n_con) ||
+      z.element_count() != dz->element_count()) {
+    return BadShapes("expected NHWC dz and z of one shape, HWIO theta, a scalar scale and an anchor "
+                     "inside the kernel");
+  }
+  if (auto err = BadSort(sort, xd[3]); err.failure()) return err;
+  KernelMap m{ah, aw, n_con, total, scale.typed_data()[0], nullptr};
+  return Run(kBwdData, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
+             threads, dz->untyped_data(), theta.untyped_data(), dy.untyped_data(), true,
+             static_cast<SortMode>(sort), z.typed_data(), &m);
+}
+
+ffi::Error MConvBwdWeightsImpl(F32 x, F32 dy, F32 theta, F32 scale, Out dtheta, Out dscale,
+                               int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                               int64_t threads, int64_t sort, int64_t ah, int64_t aw, int64_t n_con,
+                               float total) {
+  auto xd = x.dimensions(), kd = theta.dimensions();
+  if (!ConvShapes(xd, kd) || !MapShapes(kd, scale, ah, aw, n_con) ||
+      dtheta->element_count() != theta.element_count() || dscale->element_count() != 1) {
+    return BadShapes("expected NHWC x, HWIO theta and dtheta of one shape, a scalar scale and an "
+                     "anchor inside the kernel");
+  }
+  if (auto err = BadSort(sort, xd[3]); err.failure()) return err;
+  KernelMap m{ah, aw, n_con, total, scale.typed_data()[0], dscale->typed_data()};
+  return Run(kBwdWeights, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
+             threads, x.untyped_data(), dtheta->untyped_data(), dy.untyped_data(), true,
+             static_cast<SortMode>(sort), nullptr, &m, theta.typed_data());
+}
+
+// nedenoise_affine_kernel: k = A(theta) (scale 1) as the nedenoise_mconv_*
+// handlers form it, for a kernel computed once (nedenoise_jax.models
+// .prepare_inference): the same values, bit for bit.
+ffi::Error AffineKernelImpl(F32 theta, Out k, int64_t threads, int64_t ah, int64_t aw, int64_t n_con,
+                            float total) {
+  auto kd = theta.dimensions();
+  if (kd.size() != 4 || k->element_count() != theta.element_count() || ah < 0 || ah >= kd[0] || aw < 0 ||
+      aw >= kd[1] || n_con < 1 || n_con > kd[2]) {
+    return BadShapes("expected an HWIO theta and an anchor inside the kernel");
+  }
+  const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
+  SlotGuard slot(threads);
+  KernelMap m{ah, aw, n_con, total, 1.0f, nullptr};
+  std::vector<float> anchors(kd[3]);
+  AnchorValues(theta.typed_data(), anchors.data(), kd[0], kd[1], kd[2], kd[3], m, nthreads);
+  MapKernel(theta.typed_data(), anchors.data(), k->typed_data(), kd[0], kd[1], kd[2], kd[3], m, nthreads);
+  return ffi::Error::Success();
 }
 
 // SortPool (nedenoise_jax.ops.sort_pool) on rows of c channels, pair k
@@ -651,3 +922,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     NedenoiseSortPoolPermute, SortPoolPermuteImpl,
     ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("threads").Attr<int64_t>("pairs"));
+
+#define NEDENOISE_MAP_ATTRS(binding)                                                            \
+  NEDENOISE_ATTRS(binding).Attr<int64_t>("sort").Attr<int64_t>("anchor_h").Attr<int64_t>("anchor_w") \
+      .Attr<int64_t>("n_con").Attr<float>("total")
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseMConvFwd, MConvFwdImpl,
+    NEDENOISE_MAP_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseMConvBwdData, MConvBwdDataImpl,
+    NEDENOISE_MAP_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseMConvBwdWeights, MConvBwdWeightsImpl,
+    NEDENOISE_MAP_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseAffineKernel, AffineKernelImpl,
+    ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Attr<int64_t>("threads").Attr<int64_t>("anchor_h")
+        .Attr<int64_t>("anchor_w").Attr<int64_t>("n_con").Attr<float>("total"));
