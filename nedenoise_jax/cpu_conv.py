@@ -55,7 +55,7 @@ _TARGETS = {"conv_fwd": "NedenoiseConvFwd", "conv_bwd_data": "NedenoiseConvBwdDa
             "mconv_fwd": "NedenoiseMConvFwd", "mconv_bwd_data": "NedenoiseMConvBwdData",
             "mconv_bwd_weights": "NedenoiseMConvBwdWeights", "affine_kernel": "NedenoiseAffineKernel",
             "sortpool_fwd": "NedenoiseSortPoolFwd", "sortpool_permute": "NedenoiseSortPoolPermute",
-            "scale_grad": "NedenoiseScaleGrad"}
+            "scale_grad": "NedenoiseScaleGrad", "combination_grad": "NedenoiseCombinationGrad"}
 _lock = threading.Lock()
 _state: dict = {"tried": False, "error": None, "path": None}
 log = logging.getLogger(__name__)
@@ -658,3 +658,32 @@ def _scale_grad_bwd(res, ct):
 
 
 scale_grad.defvjp(_scale_grad_fwd, _scale_grad_bwd)
+
+
+@jax.custom_vjp
+def combination_grad(g: jax.Array, x: jax.Array, y: jax.Array,
+                     alpha: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(alpha*g, g - alpha*g, sum(g*(x - y)))``: the gradient of ``y + alpha*(x - y)``, in one pass.
+
+  For ``ops.affine_combination``: float32 ``g``, ``x``, ``y`` of one shape
+  and a scalar ``alpha``, on the cores as :func:`scale_grad`.
+  """
+  if any(a.dtype != jnp.float32 or a.shape != g.shape for a in (g, x, y)) or jnp.shape(alpha):
+    raise ValueError(f"combination_grad takes float32 g, x and y of one shape and a scalar alpha, got "
+                     f"{g.shape} {g.dtype}, {x.shape} {x.dtype}, {y.shape} {y.dtype} and {jnp.shape(alpha)}")
+  out = (jax.ShapeDtypeStruct(g.shape, g.dtype),) * 2 + (jax.ShapeDtypeStruct((), g.dtype),)
+  return jax.ffi.ffi_call("nedenoise_combination_grad", out, vmap_method="sequential")(
+      g, x, y, jnp.asarray(alpha, g.dtype), threads=np.int64(threads_per_call()))
+
+
+def _combination_grad_fwd(g, x, y, alpha):
+  return combination_grad(g, x, y, alpha), (g, x, y, alpha)
+
+
+def _combination_grad_bwd(res, ct):
+  from nedenoise_jax import ops
+
+  return jax.vjp(ops._xla_combination_grad, *res)[1](ct)
+
+
+combination_grad.defvjp(_combination_grad_fwd, _combination_grad_bwd)

@@ -265,6 +265,18 @@ def _affine_combination_fwd(x, y, alpha):
 
 def _affine_combination_bwd(res, g):
   x, y, alpha = res
+  if x.dtype == y.dtype == g.dtype == jnp.float32 and cpu_conv.enabled():
+    # On the CPU one pass of the oneDNN library's companion kernels, holding
+    # its cores like the convolutions (see _scale_grad): NE DRUNet's training
+    # step 1.934 -> 1.925 s (median of 40 interleaved steps; per round 0.995).
+    gx, gy, g_alpha = jax.lax.platform_dependent(
+        g, x, y, alpha.astype(g.dtype), cpu=cpu_conv.combination_grad, default=_xla_combination_grad)
+  else:
+    gx, gy, g_alpha = _xla_combination_grad(g, x, y, alpha)
+  return gx.astype(x.dtype), gy.astype(y.dtype), g_alpha.astype(alpha.dtype)
+
+
+def _xla_combination_grad(g, x, y, alpha):
   # alpha's gradient sums g*(x - y) over every element. As one reduction to a
   # scalar, XLA:CPU runs it as a serial chain of additions (strict float
   # semantics forbid reassociating them); summed over all but the channel axis
@@ -276,7 +288,7 @@ def _affine_combination_bwd(res, g):
   prod = (g * (x - y)).astype(acc).reshape(-1, x.shape[-1])
   g_alpha = jnp.sum(jnp.sum(prod, axis=0)).astype(alpha.dtype)
   gx = alpha * g
-  return gx.astype(x.dtype), (g - gx).astype(y.dtype), g_alpha
+  return gx, g - gx, g_alpha
 
 
 _affine_combination.defvjp(_affine_combination_fwd, _affine_combination_bwd)

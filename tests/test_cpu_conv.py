@@ -404,6 +404,33 @@ def test_scale_grad_matches_xla(onednn):
     cpu_conv.scale_grad(g, x[:1], alpha)
 
 
+def test_combination_grad_matches_xla(onednn):
+  # (alpha*g, g - alpha*g, sum(g*(x - y))) in one pass: values, its own gradient and the error.
+  g, x, y = _random((3, 17, 9, 10), 50), _random((3, 17, 9, 10), 51) + 5.0, _random((3, 17, 9, 10), 52) - 3.0
+  alpha = jnp.float32(0.3)
+  gx, gy, ga = jax.jit(cpu_conv.combination_grad)(g, x, y, alpha)
+  np.testing.assert_array_equal(gx, alpha * g)
+  np.testing.assert_array_equal(gy, g - alpha * g)
+  d = np.float64(x) - np.float64(y)
+  exact, size = np.vdot(np.float64(g), d), np.sum(np.abs(np.float64(g) * d))
+  assert abs(float(ga) - exact) <= 1e-6 * size
+  ct = (_random(g.shape, 53), _random(g.shape, 54), jnp.float32(1.7))
+  got = jax.vjp(cpu_conv.combination_grad, g, x, y, alpha)[1](ct)
+  want = jax.vjp(ops._xla_combination_grad, g, x, y, alpha)[1](ct)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # affine_combination's gradient takes it on the CPU, and equals XLA's formula.
+  loss = lambda x, y, a: jnp.sum(jnp.sin(ops.affine_combination(x, y, a)))  # noqa: E731
+  assert "nedenoise_combination_grad" in jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, y, alpha).as_text()
+  cos = jnp.cos(ops.affine_combination(x, y, alpha))
+  got, want = jax.grad(loss, (0, 1, 2))(x, y, alpha), ops._xla_combination_grad(cos, x, y, alpha)
+  for a, b in zip(got[:2], want[:2]):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(got[2], want[2], rtol=1e-5)
+  with pytest.raises(ValueError, match="one shape"):
+    cpu_conv.combination_grad(g, x, y[:1], alpha)
+
+
 def test_ne_drunet_gradients_sharded_over_8_devices_equal_one_device(onednn):
   # The library's custom calls (sorted convolutions, scale_grad for the
   # ResBlocks' alpha) inside a batch-sharded program: the same gradients,

@@ -847,51 +847,88 @@ ffi::Error SortPoolPermuteImpl(F32 x, F32 v, Out out, int64_t threads, int64_t p
                      threads, pairs != 0);
 }
 
-// The gradient of alpha*x + y with respect to x and alpha in one pass over
-// g and x: gx = alpha*g and galpha = sum(g*x). Being a call of this library,
-// it takes its cores like the convolutions do, instead of running beside
-// one (as XLA's own reduction did, slowing both). The sum is made of
-// float blocks of kBlock products added in double, in a fixed order for a
-// given thread count (deterministic).
-ffi::Error ScaleGradImpl(F32 g, F32 x, F32 alpha, Out gx, Out galpha, int64_t threads) {
-  const int64_t n = g.element_count();
-  if (x.element_count() != n || gx->element_count() != n || alpha.element_count() != 1 ||
-      galpha->element_count() != 1) {
-    return BadShapes("scale grad needs g and x of one shape and a scalar alpha");
-  }
+// A pass over n elements on `threads` cores, in blocks of kBlock: block(lo,
+// hi) handles [lo, hi) and returns its float partial sum, and the partial
+// sums are added in double, in a fixed order for a given thread count
+// (deterministic). Being a call of this library, it takes its cores like the
+// convolutions do, instead of running beside one (as XLA's own reductions
+// did, slowing both).
+template <typename Block>
+double BlockedPass(int64_t n, int64_t threads, Block block) {
   constexpr int64_t kBlock = 4096;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
-  const float a = alpha.typed_data()[0];
-  const float* gp = g.typed_data();
-  const float* xp = x.typed_data();
-  float* out = gx->typed_data();
   std::vector<double> partial(nthreads, 0.0);
   SlotGuard slot(threads);
 #pragma omp parallel num_threads(nthreads)
   {
     double acc = 0.0;
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
-      float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-      for (int64_t i = lo; i < hi; ++i) {
-        s += gp[i] * xp[i];
-        out[i] = a * gp[i];
-      }
-      acc += s;
-    }
+    for (int64_t b = 0; b < blocks; ++b) acc += block(b * kBlock, std::min(n, (b + 1) * kBlock));
     partial[omp_get_thread_num()] = acc;
   }
   double total = 0.0;
   for (double v : partial) total += v;
-  galpha->typed_data()[0] = static_cast<float>(total);
+  return total;
+}
+
+// The gradient of alpha*x + y with respect to x and alpha in one pass over
+// g and x: gx = alpha*g and galpha = sum(g*x).
+ffi::Error ScaleGradImpl(F32 g, F32 x, F32 alpha, Out gx, Out galpha, int64_t threads) {
+  const int64_t n = g.element_count();
+  if (x.element_count() != n || gx->element_count() != n || alpha.element_count() != 1 ||
+      galpha->element_count() != 1) {
+    return BadShapes("scale grad needs g and x of one shape and a scalar alpha");
+  }
+  const float a = alpha.typed_data()[0];
+  const float* gp = g.typed_data();
+  const float* xp = x.typed_data();
+  float* out = gx->typed_data();
+  galpha->typed_data()[0] = static_cast<float>(BlockedPass(n, threads, [&](int64_t lo, int64_t hi) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = lo; i < hi; ++i) {
+      s += gp[i] * xp[i];
+      out[i] = a * gp[i];
+    }
+    return s;
+  }));
+  return ffi::Error::Success();
+}
+
+// The gradient of y + alpha*(x - y) (nedenoise_jax.ops.affine_combination)
+// in one pass over g, x and y: gx = alpha*g, gy = g - gx and galpha =
+// sum(g*(x - y)).
+ffi::Error CombinationGradImpl(F32 g, F32 x, F32 y, F32 alpha, Out gx, Out gy, Out galpha,
+                               int64_t threads) {
+  const int64_t n = g.element_count();
+  if (x.element_count() != n || y.element_count() != n || gx->element_count() != n ||
+      gy->element_count() != n || alpha.element_count() != 1 || galpha->element_count() != 1) {
+    return BadShapes("combination grad needs g, x and y of one shape and a scalar alpha");
+  }
+  const float a = alpha.typed_data()[0];
+  const float *gp = g.typed_data(), *xp = x.typed_data(), *yp = y.typed_data();
+  float *ox = gx->typed_data(), *oy = gy->typed_data();
+  galpha->typed_data()[0] = static_cast<float>(BlockedPass(n, threads, [&](int64_t lo, int64_t hi) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = lo; i < hi; ++i) {
+      const float gi = gp[i], ax = a * gi;
+      s += gi * (xp[i] - yp[i]);
+      ox[i] = ax;
+      oy[i] = gi - ax;
+    }
+    return s;
+  }));
   return ffi::Error::Success();
 }
 
 }  // namespace
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    NedenoiseCombinationGrad, CombinationGradImpl,
+    ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+        .Attr<int64_t>("threads"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     NedenoiseScaleGrad, ScaleGradImpl,
     ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Attr<int64_t>("threads"));
