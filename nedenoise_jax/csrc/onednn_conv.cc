@@ -59,12 +59,21 @@ enum Kind { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int64_t, int64_t, int64_t, int>;
 
+// Where a kernel's entries are: (o, i, h, w) at col[o] + row[(h * kw + w) *
+// c + i], in HWIO or in a layout of oneDNN's (whose offsets add up over the
+// dimensions, blocked or not).
+struct KernelAddress {
+  std::vector<int64_t> col, row;
+};
+
+KernelAddress DescAddress(const dnnl::memory::desc& md, int64_t kh, int64_t kw, int64_t c, int64_t o);
+
 struct Entry {
   dnnl::primitive prim;
   dnnl::memory::desc src, weights, dst, user_weights, scratch;
   bool reorder_weights = false;
   dnnl::reorder weights_reorder;  // user HWIO -> prim (fwd, bwd data) or prim -> HWIO (bwd weights)
-  dnnl::reorder scaled_reorder;   // user HWIO -> prim times a scalar (fwd, bwd data)
+  KernelAddress address;          // of the primitive's kernel layout (fwd, bwd data, when reordered)
 };
 
 dnnl::engine& Engine() {
@@ -167,11 +176,7 @@ std::shared_ptr<Entry> MakeEntry(const Key& k) {
   if (e->reorder_weights) {
     e->weights_reorder = kind == kBwdWeights ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->weights, eng, user_w))
                                              : dnnl::reorder(dnnl::reorder::primitive_desc(eng, user_w, eng, e->weights));
-    if (kind != kBwdWeights) {
-      dnnl::primitive_attr scaled;
-      scaled.set_scales_mask(DNNL_ARG_SRC, 0);
-      e->scaled_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, user_w, eng, e->weights, scaled));
-    }
+    if (kind != kBwdWeights) e->address = DescAddress(e->weights, kh, kw, c, o);
   }
   return e;
 }
@@ -396,48 +401,6 @@ inline void Columns(int64_t o, int t, int nt, int64_t* lo, int64_t* hi) {
   *hi = o * (t + 1) / nt;
 }
 
-// Sums of float blocks of kRowBlock rows are added in double.
-constexpr int64_t kRowBlock = 64;
-
-// anchors[j] = scale * A(theta)[ah, aw, 0, j], for each output channel j: one
-// pass reading theta.
-void AnchorValues(const float* theta, float* anchors, int64_t kh, int64_t kw, int64_t c, int64_t o,
-                  const KernelMap& m, int threads) {
-  const int64_t rows = kh * kw * c, anchor = (m.ah * kw + m.aw) * c;
-#pragma omp parallel num_threads(threads)
-  {
-    int64_t lo, hi;
-    Columns(o, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-    std::vector<double> sums(hi - lo, 0.0);
-    std::vector<float> block(hi - lo, 0.0f);
-    double* acc = sums.data() - lo;
-    float* part = block.data() - lo;
-    for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
-      for (int64_t r = r0; r < std::min(rows, r0 + kRowBlock); ++r) {
-        if (r == anchor || r % c >= m.n_con) continue;
-        const float* t = theta + r * o;
-#pragma omp simd
-        for (int64_t j = lo; j < hi; ++j) part[j] += t[j];
-      }
-      for (int64_t j = lo; j < hi; ++j) {
-        acc[j] += part[j];
-        part[j] = 0.0f;
-      }
-    }
-    for (int64_t j = lo; j < hi; ++j) anchors[j] = m.scale * static_cast<float>(m.total - acc[j]);
-  }
-}
-
-// out (HWIO) = scale * A(theta), given AnchorValues.
-void MapKernel(const float* theta, const float* anchors, float* out, int64_t kh, int64_t kw, int64_t c,
-               int64_t o, const KernelMap& m, int threads) {
-  const int64_t n = kh * kw * c * o, anchor = (m.ah * kw + m.aw) * c;
-  const float s = m.scale;
-#pragma omp parallel for simd schedule(static) num_threads(threads)
-  for (int64_t i = 0; i < n; ++i) out[i] = s * theta[i];
-  std::memcpy(out + anchor * o, anchors, sizeof(float) * o);
-}
-
 // The offset of the logical element (d0, d1, d2, d3) in memory of desc md
 // (plain or blocked, as oneDNN describes it: outer strides, then the inner
 // blocks from the outermost).
@@ -461,6 +424,84 @@ int64_t ElementOffset(const dnnl::memory::desc& md, const int64_t idx[4]) {
     rem[d] %= size[d];
   }
   return off + inner;
+}
+
+KernelAddress HwioAddress(int64_t kh, int64_t kw, int64_t c, int64_t o) {
+  KernelAddress a{std::vector<int64_t>(o), std::vector<int64_t>(kh * kw * c)};
+  for (int64_t j = 0; j < o; ++j) a.col[j] = j;
+  for (int64_t r = 0; r < kh * kw * c; ++r) a.row[r] = r * o;
+  return a;
+}
+
+KernelAddress DescAddress(const dnnl::memory::desc& md, int64_t kh, int64_t kw, int64_t c, int64_t o) {
+  KernelAddress a{std::vector<int64_t>(o), std::vector<int64_t>(kh * kw * c)};
+  for (int64_t j = 0; j < o; ++j) {
+    const int64_t idx[4] = {j, 0, 0, 0};
+    a.col[j] = ElementOffset(md, idx);
+  }
+  for (int64_t h = 0; h < kh; ++h) {
+    for (int64_t w = 0; w < kw; ++w) {
+      for (int64_t i = 0; i < c; ++i) {
+        const int64_t idx[4] = {0, i, h, w};
+        a.row[(h * kw + w) * c + i] = ElementOffset(md, idx);
+      }
+    }
+  }
+  return a;
+}
+
+// Sums of float blocks of kRowBlock rows are added in double.
+constexpr int64_t kRowBlock = 64;
+
+// anchors[j] = scale * A(theta)[ah, aw, 0, j], for each output channel j: one
+// pass reading theta, laid out as `at` says. The sums run in the same order
+// for every layout, so the anchors do not depend on it.
+void AnchorValues(const float* theta, const KernelAddress& at, float* anchors, int64_t kh, int64_t kw,
+                  int64_t c, int64_t o, const KernelMap& m, int threads) {
+  const int64_t rows = kh * kw * c, anchor = (m.ah * kw + m.aw) * c;
+#pragma omp parallel num_threads(threads)
+  {
+    int64_t lo, hi;
+    Columns(o, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+    // The thread's columns as runs that are contiguous in memory.
+    std::vector<std::pair<int64_t, int64_t>> runs;  // (first column, length)
+    for (int64_t j = lo; j < hi;) {
+      int64_t len = 1;
+      while (j + len < hi && at.col[j + len] == at.col[j] + len) ++len;
+      runs.emplace_back(j, len);
+      j += len;
+    }
+    std::vector<double> sums(hi - lo, 0.0);
+    std::vector<float> block(hi - lo, 0.0f);
+    double* acc = sums.data() - lo;
+    float* part = block.data() - lo;
+    for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+      for (int64_t r = r0; r < std::min(rows, r0 + kRowBlock); ++r) {
+        if (r == anchor || r % c >= m.n_con) continue;
+        for (const auto& [j0, len] : runs) {
+          const float* t = theta + at.row[r] + at.col[j0];
+          float* p = part + j0;
+#pragma omp simd
+          for (int64_t q = 0; q < len; ++q) p[q] += t[q];
+        }
+      }
+      for (int64_t j = lo; j < hi; ++j) {
+        acc[j] += part[j];
+        part[j] = 0.0f;
+      }
+    }
+    for (int64_t j = lo; j < hi; ++j) anchors[j] = m.scale * static_cast<float>(m.total - acc[j]);
+  }
+}
+
+// out (HWIO) = scale * A(theta), given AnchorValues.
+void MapKernel(const float* theta, const float* anchors, float* out, int64_t kh, int64_t kw, int64_t c,
+               int64_t o, const KernelMap& m, int threads) {
+  const int64_t n = kh * kw * c * o, anchor = (m.ah * kw + m.aw) * c;
+  const float s = m.scale;
+#pragma omp parallel for simd schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) out[i] = s * theta[i];
+  std::memcpy(out + anchor * o, anchors, sizeof(float) * o);
 }
 
 // The transpose of MapKernel's map at theta, in place on the kernel gradient
@@ -558,37 +599,37 @@ ffi::Error Run(int kind, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
     }
     dnnl::memory src(e->src, eng, prim_src), dst(e->dst, eng, dst_ptr);
     // With kmap (forward, input gradient) weights_ptr holds theta: the
-    // kernel is formed here, by the reorder into the primitive's layout
-    // (scaled) and the anchor taps written over it, or in HWIO.
+    // kernel is formed here. Reordered into the primitive's layout, the
+    // anchors are summed from the reordered copy while it is in cache, which
+    // is then scaled; or formed in HWIO.
     const bool map_kernel = kmap && kind != kBwdWeights;
     std::vector<float> anchors(map_kernel ? o : 0);
     void* user_w_ptr = weights_ptr;
-    if (map_kernel) {
-      AnchorValues(static_cast<const float*>(weights_ptr), anchors.data(), kh, kw, c, o, *kmap, nthreads);
-      if (!e->reorder_weights) {
-        user_w_ptr = work.b.kernel.Get(sizeof(float) * kh * kw * c * o);
-        MapKernel(static_cast<const float*>(weights_ptr), anchors.data(), static_cast<float*>(user_w_ptr),
-                  kh, kw, c, o, *kmap, nthreads);
-      }
+    if (map_kernel && !e->reorder_weights) {
+      AnchorValues(static_cast<const float*>(weights_ptr), HwioAddress(kh, kw, c, o), anchors.data(), kh,
+                   kw, c, o, *kmap, nthreads);
+      user_w_ptr = work.b.kernel.Get(sizeof(float) * kh * kw * c * o);
+      MapKernel(static_cast<const float*>(weights_ptr), anchors.data(), static_cast<float*>(user_w_ptr), kh,
+                kw, c, o, *kmap, nthreads);
     }
     dnnl::memory user_w(e->user_weights, eng, user_w_ptr);
     dnnl::memory prim_w = user_w;
     // Uninitialized buffers: every byte is written before it is read.
     if (e->reorder_weights) {
       prim_w = dnnl::memory(e->weights, eng, work.b.weights.Get(e->weights.get_size()));
+      if (kind != kBwdWeights) e->weights_reorder.execute(strm, user_w, prim_w);
       if (map_kernel) {
-        float scale = kmap->scale;
-        dnnl::memory scale_mem({{1}, dt::f32, tag::x}, eng, &scale);
-        e->scaled_reorder.execute(strm, {{DNNL_ARG_FROM, user_w}, {DNNL_ARG_TO, prim_w},
-                                         {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scale_mem}});
         strm.wait();
         float* pw = static_cast<float*>(prim_w.get_data_handle());
-        for (int64_t j = 0; j < o; ++j) {
-          const int64_t idx[4] = {j, 0, kmap->ah, kmap->aw};  // (o, i, h, w)
-          pw[ElementOffset(e->weights, idx)] = anchors[j];
+        AnchorValues(pw, e->address, anchors.data(), kh, kw, c, o, *kmap, nthreads);
+        if (kmap->scale != 1.0f) {
+          const int64_t n = e->weights.get_size() / sizeof(float);
+          const float scale = kmap->scale;
+#pragma omp parallel for simd schedule(static) num_threads(nthreads)
+          for (int64_t i = 0; i < n; ++i) pw[i] *= scale;
         }
-      } else if (kind != kBwdWeights) {
-        e->weights_reorder.execute(strm, user_w, prim_w);
+        const int64_t anchor_row = e->address.row[(kmap->ah * kw + kmap->aw) * c];
+        for (int64_t j = 0; j < o; ++j) pw[e->address.col[j] + anchor_row] = anchors[j];
       }
     }
     dnnl::memory scratch(e->scratch, eng, work.b.scratch.Get(e->scratch.get_size() + 1));
@@ -792,7 +833,8 @@ ffi::Error AffineKernelImpl(F32 theta, Out k, int64_t threads, int64_t ah, int64
   SlotGuard slot(threads);
   KernelMap m{ah, aw, n_con, total, 1.0f, nullptr};
   std::vector<float> anchors(kd[3]);
-  AnchorValues(theta.typed_data(), anchors.data(), kd[0], kd[1], kd[2], kd[3], m, nthreads);
+  AnchorValues(theta.typed_data(), HwioAddress(kd[0], kd[1], kd[2], kd[3]), anchors.data(), kd[0], kd[1],
+               kd[2], kd[3], m, nthreads);
   MapKernel(theta.typed_data(), anchors.data(), k->typed_data(), kd[0], kd[1], kd[2], kd[3], m, nthreads);
   return ffi::Error::Success();
 }
