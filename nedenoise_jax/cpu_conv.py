@@ -466,11 +466,12 @@ def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding,
 # padded, after SortPool with sort "pairs" or "halves") with the kernel
 # scale * A(theta), A = ops.affine_kernel(theta, free_channels=free,
 # total=total) ("centre"), kmap = (free, total). The handlers form the kernel
-# from theta while reordering it (scaled by the reorder, the anchors then
-# written over it) and return the kernel gradient as the gradients of theta
-# and scale: XLA neither writes the kernel out nor keeps it for the backward
-# pass. Their derivatives are those of the compositions they equal
-# (_unmapped_*), so every order of differentiation works.
+# from theta while reordering it (the anchors summed from the reordered
+# copy in cache, which is then scaled and its anchor taps written) and
+# return the kernel gradient as the gradients of theta and scale: XLA
+# neither writes the kernel out nor keeps it for the backward pass. Their
+# derivatives are those of the compositions they equal (_unmapped_*), so
+# every order of differentiation works.
 
 _SORT_MODES = {None: 0, "halves": 1, "pairs": 2}
 
