@@ -476,14 +476,19 @@ def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding,
 _SORT_MODES = {None: 0, "halves": 1, "pairs": 2}
 
 
-def _map_attrs(strides, padding, threads, sort, kernel_shape, kmap) -> dict:
+def _kmap_attrs(kernel_shape, kmap) -> dict:
+  """The handlers' attributes for the kernel map ``kmap = (free, total)`` of a kernel of that shape."""
   from nedenoise_jax import ops  # ops imports this module
 
   free, total = kmap
   ah, aw = ops.anchor_tap(kernel_shape[:2])
-  return dict(_attrs(strides, padding, threads), sort=np.int64(_SORT_MODES[sort]),
-              anchor_h=np.int64(ah), anchor_w=np.int64(aw), n_con=np.int64(kernel_shape[2] - free),
+  return dict(anchor_h=np.int64(ah), anchor_w=np.int64(aw), n_con=np.int64(kernel_shape[2] - free),
               total=np.float32(total))
+
+
+def _map_attrs(strides, padding, threads, sort, kernel_shape, kmap) -> dict:
+  return dict(_attrs(strides, padding, threads), sort=np.int64(_SORT_MODES[sort]),
+              **_kmap_attrs(kernel_shape, kmap))
 
 
 def _map_call(kind, out, args, strides, padding, threads, sort, kmap, kernel_shape):
@@ -601,8 +606,6 @@ def affine_kernel(theta: jax.Array, *, free_channels: int = 0, total: float = 1.
   be recorded, or once for inference): the same values, bit for bit. It
   differentiates as ``ops.affine_kernel``.
   """
-  from nedenoise_jax import ops
-
   if theta.dtype != jnp.float32 or theta.ndim != 4 or not 0 <= free_channels < theta.shape[2]:
     raise ValueError(f"cpu_conv.affine_kernel takes a float32 HWIO theta and 0 <= free_channels < c_in, "
                      f"got {theta.shape} {theta.dtype}, free_channels {free_channels}")
@@ -611,13 +614,9 @@ def affine_kernel(theta: jax.Array, *, free_channels: int = 0, total: float = 1.
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _affine_kernel(theta, free_channels, total):
-  from nedenoise_jax import ops
-
-  ah, aw = ops.anchor_tap(theta.shape[:2])
   return jax.ffi.ffi_call("nedenoise_affine_kernel", jax.ShapeDtypeStruct(theta.shape, theta.dtype),
                           vmap_method="sequential")(
-      theta, threads=np.int64(threads_per_call()), anchor_h=np.int64(ah), anchor_w=np.int64(aw),
-      n_con=np.int64(theta.shape[2] - free_channels), total=np.float32(total))
+      theta, threads=np.int64(threads_per_call()), **_kmap_attrs(theta.shape, (free_channels, total)))
 
 
 def _affine_kernel_fwd(theta, free_channels, total):

@@ -92,6 +92,11 @@ def _compute_dtype(x: jax.Array, dtype: Optional[Dtype]) -> Dtype:
 PRECOMPUTED = "precomputed"
 
 
+def constraint_total(constraint: str) -> float:
+  """What each filter of a constrained kernel sums to: 1 (``"affine"``) or 0 (``"zero_sum"``)."""
+  return 1.0 if constraint == "affine" else 0.0
+
+
 def constrained_kernel(theta: jax.Array, dtype: Dtype, constraint: Optional[str], free_channels: int = 0,
                        parametrization: str = "centre", in_call: bool = False) -> jax.Array:
   """:meth:`Conv.effective_kernel` for a convolution of that configuration.
@@ -103,7 +108,7 @@ def constrained_kernel(theta: jax.Array, dtype: Dtype, constraint: Optional[str]
   if constraint is None or parametrization == PRECOMPUTED:
     return theta.astype(dtype)
   work = jnp.promote_types(theta.dtype, dtype)
-  total = 1.0 if constraint == "affine" else 0.0
+  total = constraint_total(constraint)
 
   def xla(theta):
     k = ops.affine_kernel(theta.astype(work), free_channels=free_channels, total=total,
@@ -174,7 +179,7 @@ class Conv(nn.Module):
     if self.constraint is None:
       init = _fan_in_normal(self.kernel_scale)
     elif self.parametrization == "centre":
-      init = affine_init(self.free_channels, 1.0 if self.constraint == "affine" else 0.0,
+      init = affine_init(self.free_channels, constraint_total(self.constraint),
                          self.kernel_scale)
     else:
       init = _fan_in_normal(self.kernel_scale / 2)  # roll doubles the variance
@@ -191,7 +196,7 @@ class Conv(nn.Module):
       # The same convolution, with the kernel formed inside it where it can be.
       y = ops.affine_conv2d(x, theta, None if scale is None else jnp.asarray(scale).astype(dtype),
                             self.strides, ops.same_padding(self.kernel_size),
-                            free_channels=self.free_channels, total=1.0 if self.constraint == "affine" else 0.0,
+                            free_channels=self.free_channels, total=constraint_total(self.constraint),
                             sort_layout="pairs" if self.sort_input else None)
       return self._add_bias(y)
     if scale is not None:

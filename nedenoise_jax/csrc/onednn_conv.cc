@@ -760,9 +760,13 @@ ffi::Error RConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt
 // nedenoise_mconv_*: attributes as nedenoise_rconv_* plus sort (a SortMode:
 // 0 none, 1 halves, 2 pairs) and the KernelMap's anchor_h, anchor_w, n_con
 // and total; theta (HWIO) and a scalar scale in place of the kernel.
+// Whether the anchor tap and the constrained channels fit an HWIO kernel of dims kd.
+bool AnchorInside(ffi::Span<const int64_t> kd, int64_t ah, int64_t aw, int64_t n_con) {
+  return kd.size() == 4 && ah >= 0 && ah < kd[0] && aw >= 0 && aw < kd[1] && n_con >= 1 && n_con <= kd[2];
+}
+
 bool MapShapes(ffi::Span<const int64_t> kd, F32& scale, int64_t ah, int64_t aw, int64_t n_con) {
-  return scale.element_count() == 1 && ah >= 0 && ah < kd[0] && aw >= 0 && aw < kd[1] && n_con >= 1 &&
-         n_con <= kd[2];
+  return scale.element_count() == 1 && AnchorInside(kd, ah, aw, n_con);
 }
 
 ffi::Error BadSort(int64_t sort, int64_t c) {
@@ -825,8 +829,7 @@ ffi::Error MConvBwdWeightsImpl(F32 x, F32 dy, F32 theta, F32 scale, Out dtheta, 
 ffi::Error AffineKernelImpl(F32 theta, Out k, int64_t threads, int64_t ah, int64_t aw, int64_t n_con,
                             float total) {
   auto kd = theta.dimensions();
-  if (kd.size() != 4 || k->element_count() != theta.element_count() || ah < 0 || ah >= kd[0] || aw < 0 ||
-      aw >= kd[1] || n_con < 1 || n_con > kd[2]) {
+  if (k->element_count() != theta.element_count() || !AnchorInside(kd, ah, aw, n_con)) {
     return BadShapes("expected an HWIO theta and an anchor inside the kernel");
   }
   const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
