@@ -181,8 +181,9 @@ def bench_train(arch, mode, dtype, repeats):
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from nedenoise_jax import config as config_lib
-  from nedenoise_jax import train, xla_options
+  from nedenoise_jax.training import config as config_lib
+  from nedenoise_jax import xla_options
+  from nedenoise_jax.training import loop as train
 
   batch, patch = TRAIN_SHAPES[arch]
   c = config_lib.base_config(arch)
@@ -265,7 +266,8 @@ def main(argv=None) -> int:
 
   import jax
 
-  from nedenoise_jax import train, xla_options
+  from nedenoise_jax import xla_options
+  from nedenoise_jax.training import loop as train
 
   if args.cpu_devices:
     train.configure_cpu_devices(args.cpu_devices, 16 if "fdncnn" in args.archs else 4)

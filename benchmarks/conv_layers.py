@@ -5,8 +5,8 @@
 The 3x3 stride-1 layers of full-size FDnCNN (16x64x64, 64 channels) and DRUNet
 (4x128x128 at 64 channels down to 4x16x16 at 512), batch-sharded over the
 devices as in a training step, in the two forms the models use: zero-padded
-(``ordinary``/``scale_equiv``: ``ops.conv2d`` with SAME padding) and
-reflect-padded (``norm_equiv``: ``ops.conv2d(..., pad_mode="reflect")``,
+(``ordinary``/``scale_equiv``: ``kernels.conv2d`` with SAME padding) and
+reflect-padded (``norm_equiv``: ``kernels.conv2d(..., pad_mode="reflect")``,
 which pads inside the oneDNN call on the CPU, and is ``ops.reflect_pad``
 then a VALID convolution elsewhere). Each part is its own jitted program (``xla_options.jit``),
 timed as the median of ``--repeats`` runs after a warm-up; GFLOP/s count
@@ -104,13 +104,14 @@ def measure(repeats: int) -> list[dict]:
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from nedenoise_jax import ops, train, xla_options
+  from nedenoise_jax import kernels, ops, xla_options
+  from nedenoise_jax.training import loop as train
 
   mesh = train.make_mesh()
   shard, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
   forms = {
-      "zero-padded": lambda x, k: ops.conv2d(x, k, 1, ops.same_padding((3, 3))),
-      "reflect-padded": lambda x, k: ops.conv2d(x, k, 1, ops.same_padding((3, 3)), pad_mode="reflect"),
+      "zero-padded": lambda x, k: kernels.conv2d(x, k, 1, ops.same_padding((3, 3))),
+      "reflect-padded": lambda x, k: kernels.conv2d(x, k, 1, ops.same_padding((3, 3)), pad_mode="reflect"),
   }
   rows = []
   rng = np.random.default_rng(0)
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
 
   import jax
 
-  from nedenoise_jax import train
+  from nedenoise_jax.training import loop as train
 
   if args.cpu_devices:
     train.configure_cpu_devices(args.cpu_devices, 4)

@@ -28,7 +28,7 @@ def child(archs: list[str], repeats: int) -> list[dict]:
   import jax
 
   import bench
-  from nedenoise_jax import train
+  from nedenoise_jax.training import loop as train
 
   train.configure_cpu_devices(-1, 4)
   rows = []

@@ -1,10 +1,3 @@
-"""drunet at the paper's scale: 70x70 patches, batch 128, Adam 1e-4, 900k steps, MSE, sigma in [0, 50].
+"""Thin alias for a checkout: the config lives in the package (nedenoise_jax/configs/drunet.py)."""
 
-python train.py --config configs/drunet.py:norm_equiv,blind --workdir runs/drunet_ne
-"""
-
-from nedenoise_jax.config import base_config, finalize
-
-
-def get_config(arg=None):
-  return finalize(base_config("drunet"), arg)
+from nedenoise_jax.configs.drunet import get_config  # noqa: F401

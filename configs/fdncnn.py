@@ -1,10 +1,3 @@
-"""fdncnn at the paper's scale: 70x70 patches, batch 128, Adam 1e-4, 900k steps, MSE, sigma in [0, 50].
+"""Thin alias for a checkout: the config lives in the package (nedenoise_jax/configs/fdncnn.py)."""
 
-python train.py --config configs/fdncnn.py:norm_equiv,blind --workdir runs/fdncnn_ne
-"""
-
-from nedenoise_jax.config import base_config, finalize
-
-
-def get_config(arg=None):
-  return finalize(base_config("fdncnn"), arg)
+from nedenoise_jax.configs.fdncnn import get_config  # noqa: F401

@@ -1,32 +1,3 @@
-"""A small NE FDnCNN trained on built-in dead-leaves images in minutes on a CPU.
+"""Thin alias for a checkout: the config lives in the package (nedenoise_jax/configs/quickstart.py)."""
 
-python train.py --config configs/quickstart.py --workdir runs/quickstart
-
-Evaluated at sigma = 15, 25, 50 on Set12 when ../shared/data/test/set12 exists,
-else on built-in dead-leaves validation images.
-"""
-
-import os
-
-from nedenoise_jax.config import base_config, finalize
-
-SET12 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "test", "set12")
-
-
-def get_config(arg=None):
-  c = base_config("fdncnn")
-  c.model.features = 32
-  c.model.depth = 8
-  c.data.train = "builtin:deadleaves"
-  c.data.val = f"folder:{os.path.normpath(SET12)}" if os.path.isdir(SET12) else "builtin:deadleaves-val"
-  c.noise.sigma_min = 5.0
-  c.noise.sigma_max = 50.0
-  c.train.steps = 1300
-  c.train.batch_size = 16
-  c.train.patch_size = 40
-  c.train.learning_rate = 1e-3
-  c.train.schedule = "cosine"
-  c.train.log_every = 25
-  c.train.eval_every = 0
-  c.checkpoint.every_steps = 250
-  return finalize(c, arg)
+from nedenoise_jax.configs.quickstart import get_config  # noqa: F401

@@ -1,4 +1,18 @@
-"""nedenoise-jax: normalization-equivariant image denoisers in JAX/Flax."""
+"""nedenoise-jax: normalization-equivariant image denoisers in JAX/Flax.
+
+``f(a*x + b) = a*f(x) + b`` for every ``a > 0`` and real ``b``, by construction.
+
+The package, bottom to top (imports run one way):
+
+* :mod:`.ops`: the maths as pure XLA functions (the reference);
+* :mod:`.kernels`: backends below the layers, one dispatch point per fused op;
+* :mod:`.nn`: layers, models (``models.create``) and equivariance checks;
+* :mod:`.io`: image files, weights files and the shipped models;
+* :mod:`.data`: image sources and the training pipeline;
+* :mod:`.evaluation`: metrics, noise, the evaluation loop;
+* :mod:`.training`: config, state, checkpoints, the training loop;
+* :func:`load`, :func:`denoise`, and the command lines (``nedenoise``, :mod:`.cli`).
+"""
 
 import warnings as _warnings
 
@@ -8,9 +22,14 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", message="'nedenoise_jax.denoise' found in sys.modules",
                          category=RuntimeWarning)
 
-from nedenoise_jax import equivariance, layers, models, ops, xla_options
+from nedenoise_jax import ops
+from nedenoise_jax.kernels import xla_options
+from nedenoise_jax.nn import equivariance, layers, models
+from nedenoise_jax.evaluation import metrics
+from nedenoise_jax.io.weights import pretrained_names, save_weights
+from nedenoise_jax.loading import load
 from nedenoise_jax.denoise import denoise, estimate_sigma
-from nedenoise_jax.weights import load, pretrained_names, save_weights
 
 __version__ = "0.1.0"
-__all__ = ["denoise", "equivariance", "estimate_sigma", "layers", "load", "models", "ops", "pretrained_names", "save_weights", "xla_options", "__version__"]
+__all__ = ["denoise", "equivariance", "estimate_sigma", "layers", "load", "metrics", "models", "ops",
+           "pretrained_names", "save_weights", "xla_options", "__version__"]

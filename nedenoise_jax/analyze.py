@@ -1,7 +1,7 @@
 """Look inside a denoiser: adaptive filters, Jacobian spectrum, the normalization dilemma.
 
-python -m nedenoise_jax.analyze all --model pretrained:gray-norm_equiv \\
-    --model pretrained:gray-ordinary --out docs/results/analysis
+nedenoise analyze all --model pretrained:gray-norm_equiv \\
+    --model pretrained:gray-ordinary --data folder:PATH/TO/set12 --out docs/results/analysis
 
 * filters: a denoiser's output pixel is locally a weighted average of input
   pixels; the weights are the row of the Jacobian for that pixel (one
@@ -25,15 +25,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nedenoise_jax import data, models, xla_options
-from nedenoise_jax import weights as weights_lib
+from nedenoise_jax import data, files, loading
+from nedenoise_jax.evaluation.noise import noisy_image
+from nedenoise_jax.io import images as image_io
+from nedenoise_jax.kernels import xla_options
+from nedenoise_jax.loading import model_name
+from nedenoise_jax.nn import models
 
 DILEMMA_RANGES = ((0.0, 1.0), (0.0, 255.0), (-1.0, 1.0), (0.25, 0.75), (0.45, 0.55), ("minmax",))
 
 
 def _noisy(clean: np.ndarray, sigma_255: float, seed: int = 0) -> np.ndarray:
-  rng = np.random.default_rng([seed, int(round(sigma_255 * 100))])
-  return (clean + sigma_255 / 255.0 * rng.standard_normal(clean.shape)).astype(np.float32)
+  return noisy_image(clean.astype(np.float32), sigma_255, 0, seed)
 
 
 def _fn(module, variables, sigma_01):
@@ -117,9 +120,8 @@ def _plt():
 
 
 def _save(fig, path):
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
-  os.replace(tmp, path)
+  with files.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=120, format="png")
   _plt().close(fig)
   return path
 
@@ -199,11 +201,10 @@ def plot_dilemma(named_models, clean, sigma_255, path, seed: int = 0):
   return res
 
 
-def default_image(channels: int = 1) -> tuple[np.ndarray, str]:
-  shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                        "test", "set12")
-  if os.path.isdir(shared):
-    imgs, names = data.load_images(f"folder:{os.path.normpath(shared)}", channels)
+def default_image(channels: int = 1, source: Optional[str] = None) -> tuple[np.ndarray, str]:
+  """Image 5 of ``source`` (the analysis figures use Set12's 05.png), or the first built-in one."""
+  if source:
+    imgs, names = data.load_images(source, channels)
     return imgs[min(4, len(imgs) - 1)], names[min(4, len(imgs) - 1)]
   imgs, names = data.load_images("builtin:deadleaves-val", channels)
   return imgs[0], names[0]
@@ -216,25 +217,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p = argparse.ArgumentParser(prog="python -m nedenoise_jax.analyze", description=__doc__.split("\n\n")[0])
   p.add_argument("what", choices=["filters", "svd", "dilemma", "all"])
   p.add_argument("--model", action="append", required=True, help="pretrained:NAME, weights file or workdir")
-  p.add_argument("--image", default=None, help="a clean image file (default: a Set12 image, else built-in)")
+  p.add_argument("--image", default=None, help="a clean image file (default: from --data)")
+  p.add_argument("--data", default=None,
+                 help="a data source whose 5th image is analysed (e.g. folder:PATH/set12; default: built-in)")
   p.add_argument("--sigmas", default="5,25,50", help="noise levels for filters and svd (0-255)")
   p.add_argument("--sigma", type=float, default=25.0, help="noise level of the dilemma")
   p.add_argument("--crop", type=int, default=40, help="side of the crop for svd (full Jacobian)")
   p.add_argument("--out", required=True)
   args = p.parse_args(argv)
   jax.config.update("jax_default_matmul_precision", "highest")
-  from nedenoise_jax.evaluate import model_name
-
-  named = {model_name(s): weights_lib.load(s) for s in args.model}
+  named = {model_name(s): loading.load_cached(s) for s in args.model}
   channels = {models.describe(m)["channels"] for m, _ in named.values()}
   if channels != {1}:
     print("error: analyze works on gray models", file=sys.stderr)
     return 2
   if args.image:
-    clean = data.to_channels(data.read_image(args.image), 1)
+    clean = image_io.to_channels(image_io.read_float_image(args.image), 1)
     label = args.image
   else:
-    clean, label = default_image()
+    clean, label = default_image(1, args.data)
   sigmas = [float(s) for s in args.sigmas.split(",")]
   os.makedirs(args.out, exist_ok=True)
   summary = {"image": label, "sigmas": sigmas}
@@ -253,8 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.what in ("dilemma", "all"):
     summary["dilemma_psnr"] = plot_dilemma(named, clean, args.sigma, os.path.join(args.out, "dilemma.png"))
     print(os.path.join(args.out, "dilemma.png"))
-  with open(os.path.join(args.out, f"analysis_{args.what}.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+  files.write_text(os.path.join(args.out, f"analysis_{args.what}.json"), json.dumps(summary, indent=1))
   print(json.dumps({k: v for k, v in summary.items() if k != "image"}, indent=1))
   return 0
 

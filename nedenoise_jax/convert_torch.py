@@ -23,8 +23,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from nedenoise_jax import models
-from nedenoise_jax import weights as weights_lib
+from nedenoise_jax.nn import models
+from nedenoise_jax.io import weights as weights_lib
 
 TORCH_MODES = {"ordinary": "ordinary", "scale-equiv": "scale_equiv", "scale_equiv": "scale_equiv",
                "norm-equiv": "norm_equiv", "norm_equiv": "norm_equiv"}

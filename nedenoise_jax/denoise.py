@@ -1,6 +1,7 @@
 """Denoise images: a function for arrays and a command line for files.
 
-python -m nedenoise_jax.denoise photo.png scan.tif --out denoised/
+nedenoise denoise photo.png scan.tif --out denoised/
+python -m nedenoise_jax.denoise photo.png scan.tif --out denoised/   (the same)
 
 An NE model needs no normalization: the pixels go in as they are (8-bit and
 16-bit integers are divided by their type's maximum only so that the ordinary
@@ -9,10 +10,15 @@ stored, whatever their range), and the result comes back in the input's type
 and range. Large images are processed in overlapping tiles so that memory stays
 bounded; with an overlap of at least the receptive radius the tiled result
 equals the whole-image one.
+
+A model is loaded once per spec string (:func:`loading.load_cached`) and its
+apply function compiled once per model, options and tile shape, then reused
+by every later call and image.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any, Optional, Sequence, Union
@@ -21,16 +27,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nedenoise_jax import models, xla_options
-from nedenoise_jax import weights as weights_lib
+from nedenoise_jax import loading
+from nedenoise_jax.io import images as image_io
+from nedenoise_jax.io import weights as weights_lib
+from nedenoise_jax.io.images import IMAGE_EXTENSIONS as EXTENSIONS
+from nedenoise_jax.io.images import ImageError, read_image as read_file, write_image as write_file
+from nedenoise_jax.kernels import xla_options
+from nedenoise_jax.nn import models
 
 DEFAULT_MODELS = {1: "pretrained:gray-norm_equiv", 3: "pretrained:color-norm_equiv"}
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ModelArg = Union[str, tuple, None]
-
-
-class ImageError(ValueError):
-  """An image cannot be denoised (unreadable, wrong shape, non-finite pixels...)."""
 
 
 # --------------------------------------------------------------------------- noise level
@@ -71,7 +77,7 @@ def resolve_model(model: ModelArg, channels: int):
       raise ImageError(f"no default model for {channels}-channel images")
     model = DEFAULT_MODELS[channels]
   if isinstance(model, (str, os.PathLike)):
-    return weights_lib.load(model)
+    return loading.load_cached(model)
   module, variables = model
   return module, variables
 
@@ -90,7 +96,9 @@ def _dihedral(x: jax.Array, k: int, inverse: bool = False) -> jax.Array:
   return x[:, :, ::-1] if flip else x
 
 
+@functools.lru_cache(maxsize=32)
 def _make_apply(module, blind: bool, ensemble: bool):
+  """The jitted apply of ``module``, one per (module, blind, ensemble), kept across calls."""
   @xla_options.jit
   def apply(variables, x, sigma):
     s = None if blind else sigma
@@ -235,76 +243,11 @@ def denoise(image: Any, model: ModelArg = None, sigma: Optional[float] = None, *
 # --------------------------------------------------------------------------- files
 
 
-def read_file(path: str) -> np.ndarray:
-  """An image file as stored: ``(H, W)`` or ``(H, W, C)``, its own dtype."""
-  ext = os.path.splitext(path)[1].lower()
-  try:
-    if ext in (".tif", ".tiff"):
-      import tifffile
-
-      arr = tifffile.imread(path)
-    else:
-      from PIL import Image
-
-      with Image.open(path) as im:
-        im.load()
-        if im.mode in ("P", "PA"):
-          im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
-        elif im.mode == "1":
-          im = im.convert("L")
-        elif im.mode == "CMYK":
-          im = im.convert("RGB")
-        arr = np.asarray(im)
-        if im.mode.startswith("I;16"):
-          arr = arr.astype(np.uint16)
-  except FileNotFoundError:
-    raise ImageError(f"{path}: no such file") from None
-  except Exception as e:  # truncated, corrupt or not an image
-    raise ImageError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
-  if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-    arr = np.moveaxis(arr, 0, -1)  # planar TIFF
-  if arr.ndim not in (2, 3):
-    raise ImageError(f"{path}: expected a 2-D image with channels, got shape {arr.shape}")
-  if arr.size == 0:
-    raise ImageError(f"{path}: empty image (shape {arr.shape})")
-  if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-    raise ImageError(f"{path}: contains NaN or Inf pixels")
-  return arr
-
-
-def write_file(path: str, arr: np.ndarray) -> None:
-  """Writes ``arr`` atomically (temporary file, then rename) in the format of ``path``'s extension."""
-  ext = os.path.splitext(path)[1].lower()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-  try:
-    if ext in (".tif", ".tiff"):
-      import tifffile
-
-      tifffile.imwrite(tmp, arr, photometric="rgb" if arr.ndim == 3 and arr.shape[-1] in (3, 4)
-                       else "minisblack")
-    else:
-      from PIL import Image
-
-      if arr.dtype not in (np.uint8, np.uint16):
-        raise ImageError(f"{path}: {ext} cannot store {arr.dtype} pixels; use .tif")
-      a = arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
-      fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}[ext]
-      kwargs = {"quality": 95} if fmt == "JPEG" else {}
-      Image.fromarray(a).save(tmp, format=fmt, **kwargs)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-
-
 def _inputs(paths: Sequence[str]) -> list[str]:
   files = []
   for p in paths:
     if os.path.isdir(p):
-      found = sorted(os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs
-                     if f.lower().endswith(EXTENSIONS))
+      found = image_io.list_images(p)
       if not found:
         raise ImageError(f"{p}: folder holds no {'/'.join(EXTENSIONS)} images")
       files += found
@@ -318,7 +261,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   from tqdm.auto import tqdm
 
-  p = argparse.ArgumentParser(prog="python -m nedenoise_jax.denoise", description=__doc__.split("\n\n")[0])
+  p = argparse.ArgumentParser(prog="nedenoise denoise", description=__doc__.split("\n\n")[0])
   p.add_argument("inputs", nargs="+", help="image files or folders (PNG, JPEG, BMP, TIFF)")
   p.add_argument("--out", required=True, help="output folder (same file names and formats)")
   p.add_argument("--model", default="auto",

@@ -13,6 +13,10 @@ Why these operations make a network normalization-equivariant (NE), i.e.
   (:func:`sort_pool`);
 * ``alpha*x + (1-alpha)*y`` commutes with it too (:func:`affine_combination`);
 * reflect padding and pixel (un)shuffling only move pixels around.
+
+These are the reference: the layers (:mod:`nedenoise_jax.nn.layers`) call the
+same operations through :mod:`nedenoise_jax.kernels`, which runs a fused
+backend version where one exists (oneDNN on the CPU) and these otherwise.
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from nedenoise_jax import cpu_conv
 
 Parametrization = Literal["centre", "roll"]
 PARAMETRIZATIONS = ("centre", "roll")
@@ -137,36 +139,17 @@ def kernel_sums(kernel: jax.Array, *, free_channels: int = 0) -> jax.Array:
   return jnp.sum(kernel[:, :, : cin - free_channels, :], axis=(0, 1, 2))
 
 
-SortPoolLayout = Literal["pairs", "halves"]
+def sort_pool(x: jax.Array) -> jax.Array:
+  """Sorts adjacent channel pairs ``(2k, 2k+1)`` into ``(min, max)``: the NE replacement of ReLU.
 
-
-def sort_pool(x: jax.Array, layout: SortPoolLayout = "pairs") -> jax.Array:
-  """Sorts channel pairs into ``(min, max)``: the NE replacement of ReLU.
-
-  ``x``: ``(..., C)`` with ``C`` even; same shape out.
-
-  * ``layout="pairs"`` (the paper's definition): pairs are adjacent channels
-    ``(2k, 2k+1)`` and the result is stored back in place.
-  * ``layout="halves"``: the same activation on channels stored in the
-    order :func:`to_halves` gives, i.e. pair ``k`` is ``(k, k + C/2)`` and
-    the output is ``[all minima, all maxima]`` (with
-    ``layers.Conv(in_halves=..., out_halves=...)`` around it).
-
-  Sorting is a permutation of each pair, and so is the gradient: each
-  output's gradient goes back to the input it came from (on a tie, the
-  minimum's to the first). Float32 on the CPU runs as one pass on every core
-  (a kernel beside the oneDNN convolutions), where XLA's strided gather or
-  concatenation ran at a fraction of the memory bandwidth.
+  ``x``: ``(..., C)`` with ``C`` even; same shape out. Sorting is a
+  permutation of each pair, and so is the gradient: each output's gradient
+  goes back to the input it came from (on a tie, the minimum's to the first).
   """
   c = x.shape[-1]
   if c % 2:
     raise ValueError(f"sort_pool needs an even number of channels (last axis), got shape {x.shape}")
-  if layout not in _XLA_SORTS:
-    raise ValueError(f"unknown sort_pool layout {layout!r}; expected 'pairs' or 'halves'")
-  xla = _XLA_SORTS[layout]
-  if x.dtype == jnp.float32 and x.size and cpu_conv.enabled():
-    return jax.lax.platform_dependent(x, cpu=lambda x: cpu_conv.sort_pool(x, layout), default=xla)
-  return xla(x)
+  return _sort_pairs(x)
 
 
 def _swap_where(first_is_min, a, b):
@@ -191,92 +174,21 @@ def _sort_pairs_bwd(first_is_min, g):
 _sort_pairs.defvjp(_sort_pairs_fwd, _sort_pairs_bwd)
 
 
-@jax.custom_vjp
-def _sort_halves(x: jax.Array) -> jax.Array:
-  c = x.shape[-1] // 2
-  a, b = x[..., :c], x[..., c:]
-  return jnp.concatenate([jnp.minimum(a, b), jnp.maximum(a, b)], axis=-1)
-
-
-def _sort_halves_fwd(x):
-  c = x.shape[-1] // 2
-  return _sort_halves(x), x[..., :c] <= x[..., c:]
-
-
-def _sort_halves_bwd(first_is_min, g):
-  # Sorting a pair is a permutation: route each output's gradient back to
-  # the input it came from (on a tie, min <- first, max <- second).
-  c = g.shape[-1] // 2
-  return (jnp.concatenate(_swap_where(first_is_min, g[..., :c], g[..., c:]), axis=-1),)
-
-
-_sort_halves.defvjp(_sort_halves_fwd, _sort_halves_bwd)
-
-# XLA's SortPool for each layout (every backend; the CPU's float32 one is a C++ kernel).
-_XLA_SORTS = {"pairs": _sort_pairs, "halves": _sort_halves}
-
-
-def to_halves(x: jax.Array, axis: int = -1) -> jax.Array:
-  """Reorders an even axis from ``(0, 1, 2, 3, ...)`` to ``(0, 2, 4, ..., 1, 3, 5, ...)``.
-
-  The channel order of ``sort_pool(..., layout="halves")``:
-  ``sort_pool(to_halves(x), "halves") == to_halves(sort_pool(x))``. A reshape
-  and a transpose, so its gradient is one too (no scatter).
-  """
-  axis = axis % x.ndim
-  c = x.shape[axis]
-  if c % 2:
-    raise ValueError(f"to_halves needs an even axis, got size {c} on axis {axis} of shape {x.shape}")
-  y = x.reshape(x.shape[:axis] + (c // 2, 2) + x.shape[axis + 1:])
-  return jnp.swapaxes(y, axis, axis + 1).reshape(x.shape)
-
-
-def from_halves(x: jax.Array, axis: int = -1) -> jax.Array:
-  """The inverse of :func:`to_halves`."""
-  axis = axis % x.ndim
-  c = x.shape[axis]
-  if c % 2:
-    raise ValueError(f"from_halves needs an even axis, got size {c} on axis {axis} of shape {x.shape}")
-  y = x.reshape(x.shape[:axis] + (2, c // 2) + x.shape[axis + 1:])
-  return jnp.swapaxes(y, axis, axis + 1).reshape(x.shape)
-
-
 def affine_combination(x: jax.Array, y: jax.Array, alpha: jax.Array | float) -> jax.Array:
   """``alpha*x + (1-alpha)*y``, the NE form of a residual sum ``x + y``.
 
   Computed as ``y + alpha*(x - y)`` so that a common shift of ``x`` and ``y``
   cancels exactly in the difference (float rounding does not depend on it).
   For ``x``, ``y`` of one shape and a scalar ``alpha`` it is differentiated by
-  hand (see ``_affine_combination_bwd``).
+  hand (:func:`combination_grad`).
   """
   if jnp.shape(alpha) == () and jnp.shape(x) == jnp.shape(y) and jnp.ndim(x) >= 1 and jnp.size(x):
     return _affine_combination(x, y, jnp.asarray(alpha, jnp.result_type(x, y, alpha)))
   return y + alpha * (x - y)
 
 
-@jax.custom_vjp
-def _affine_combination(x: jax.Array, y: jax.Array, alpha: jax.Array) -> jax.Array:
-  return y + alpha * (x - y)
-
-
-def _affine_combination_fwd(x, y, alpha):
-  return _affine_combination(x, y, alpha), (x, y, alpha)
-
-
-def _affine_combination_bwd(res, g):
-  x, y, alpha = res
-  if x.dtype == y.dtype == g.dtype == jnp.float32 and cpu_conv.enabled():
-    # On the CPU one pass of the oneDNN library's companion kernels, holding
-    # its cores like the convolutions (see _scale_grad): NE DRUNet's training
-    # step 1.934 -> 1.925 s (median of 40 interleaved steps; per round 0.995).
-    gx, gy, g_alpha = jax.lax.platform_dependent(
-        g, x, y, alpha.astype(g.dtype), cpu=cpu_conv.combination_grad, default=_xla_combination_grad)
-  else:
-    gx, gy, g_alpha = _xla_combination_grad(g, x, y, alpha)
-  return gx.astype(x.dtype), gy.astype(y.dtype), g_alpha.astype(alpha.dtype)
-
-
-def _xla_combination_grad(g, x, y, alpha):
+def combination_grad(g, x, y, alpha):
+  """The gradient of ``y + alpha*(x - y)``: ``(alpha*g, g - alpha*g, sum(g*(x - y)))``."""
   # alpha's gradient sums g*(x - y) over every element. As one reduction to a
   # scalar, XLA:CPU runs it as a serial chain of additions (strict float
   # semantics forbid reassociating them); summed over all but the channel axis
@@ -291,7 +203,31 @@ def _xla_combination_grad(g, x, y, alpha):
   return gx, g - gx, g_alpha
 
 
-_affine_combination.defvjp(_affine_combination_fwd, _affine_combination_bwd)
+def affine_combination_with_grad(grad):
+  """``(x, y, alpha) -> y + alpha*(x - y)`` whose backward pass is ``grad(g, x, y, alpha)``.
+
+  ``grad`` computes :func:`combination_grad`'s values (a backend's one-pass
+  version, :mod:`nedenoise_jax.kernels`); the results are cast to the inputs'
+  dtypes. Arguments as in the private path of :func:`affine_combination`.
+  """
+
+  @jax.custom_vjp
+  def combine(x, y, alpha):
+    return y + alpha * (x - y)
+
+  def fwd(x, y, alpha):
+    return combine(x, y, alpha), (x, y, alpha)
+
+  def bwd(res, g):
+    x, y, alpha = res
+    gx, gy, g_alpha = grad(g, x, y, alpha)
+    return gx.astype(x.dtype), gy.astype(y.dtype), g_alpha.astype(alpha.dtype)
+
+  combine.defvjp(fwd, bwd)
+  return combine
+
+
+_affine_combination = affine_combination_with_grad(combination_grad)
 
 
 def scale_add(x: jax.Array, y: jax.Array, alpha: jax.Array) -> jax.Array:
@@ -299,53 +235,47 @@ def scale_add(x: jax.Array, y: jax.Array, alpha: jax.Array) -> jax.Array:
 
   With ``y = (1-alpha)*z`` it is :func:`affine_combination` of ``x`` and
   ``z``; networks use it when ``(1-alpha)`` is folded into the kernel of the
-  convolution that makes ``z`` (``layers.AffineResidual``), so the backward
+  convolution that makes ``z`` (``nn.layers.AffineResidual``), so the backward
   pass hands the incoming gradient to that convolution unscaled. Its own
-  gradient is ``(alpha*g, g, sum(g*x))``: on the CPU (float32) one pass of
-  :func:`cpu_conv.scale_grad`, elsewhere a product and a dot (:func:`inner`).
+  gradient is ``(alpha*g, g, sum(g*x))`` (:func:`scale_grad`).
   """
-  if jnp.shape(alpha) != () or jnp.shape(x) != jnp.shape(y) or jnp.ndim(x) < 1:
-    raise ValueError(f"scale_add needs x and y of one shape and a scalar alpha, got {jnp.shape(x)}, "
-                     f"{jnp.shape(y)} and {jnp.shape(alpha)}")
+  check_scale_add(x, y, alpha)
   return _scale_add(x, y, jnp.asarray(alpha, jnp.result_type(x, y, alpha)))
 
 
-@jax.custom_vjp
-def _scale_add(x: jax.Array, y: jax.Array, alpha: jax.Array) -> jax.Array:
-  return alpha * x + y
+def check_scale_add(x, y, alpha) -> None:
+  if jnp.shape(alpha) != () or jnp.shape(x) != jnp.shape(y) or jnp.ndim(x) < 1:
+    raise ValueError(f"scale_add needs x and y of one shape and a scalar alpha, got {jnp.shape(x)}, "
+                     f"{jnp.shape(y)} and {jnp.shape(alpha)}")
 
 
-def _scale_add_fwd(x, y, alpha):
-  return _scale_add(x, y, alpha), (x, alpha)
-
-
-def _scale_add_bwd(res, g):
-  x, alpha = res
-  gx, g_alpha = _scale_grad(g, x, alpha)
-  return gx, g, g_alpha
-
-
-_scale_add.defvjp(_scale_add_fwd, _scale_add_bwd)
-
-
-def _scale_grad(g, x, alpha):
-  """``(alpha*g, sum(g*x))`` in the dtypes of ``x`` and ``alpha``."""
-  if x.dtype == jnp.float32 and g.dtype == jnp.float32 and x.size and cpu_conv.enabled():
-    # On the CPU one pass of the oneDNN library's companion kernels, which
-    # takes its cores like the convolutions: XLA's dot and multiply, off the
-    # critical path, were scheduled beside the convolutions and slowed them
-    # (NE DRUNet's training step over ordinary's: 1.06 -> 1.04).
-    gx, g_alpha = jax.lax.platform_dependent(
-        g, x, alpha, cpu=cpu_conv.scale_grad, default=_xla_scale_grad)
-  else:
-    gx, g_alpha = _xla_scale_grad(g, x, alpha)
-  return gx.astype(x.dtype), g_alpha.astype(alpha.dtype)
-
-
-def _xla_scale_grad(g, x, alpha):
+def scale_grad(g, x, alpha):
+  """``(alpha*g, sum(g*x))``: the gradient of ``alpha*x + y`` for ``x`` and ``alpha``."""
   # g and x are both written out already, so one dot product reads them
   # once, on every core, with nothing materialized in between.
   return alpha * g, inner(g, x)
+
+
+def scale_add_with_grad(grad):
+  """``(x, y, alpha) -> alpha*x + y`` whose backward pass takes ``(alpha*g, sum(g*x))`` from ``grad(g, x, alpha)``."""
+
+  @jax.custom_vjp
+  def add(x, y, alpha):
+    return alpha * x + y
+
+  def fwd(x, y, alpha):
+    return add(x, y, alpha), (x, alpha)
+
+  def bwd(res, g):
+    x, alpha = res
+    gx, g_alpha = grad(g, x, alpha)
+    return gx.astype(x.dtype), g, g_alpha.astype(alpha.dtype)
+
+  add.defvjp(fwd, bwd)
+  return add
+
+
+_scale_add = scale_add_with_grad(scale_grad)
 
 
 def bias_add(y: jax.Array, bias: jax.Array) -> jax.Array:
@@ -522,100 +452,54 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *
   """NHWC x HWIO convolution; ``padding``: ``"VALID"`` or ``((t, b), (l, r))``.
 
   ``pad_mode``: the explicit padding is zeros, or ``"reflect"``
-  (:func:`reflect_pad`, the NE padding).
-
-  Float32 convolutions of a program that runs on the CPU go to oneDNN
-  (:mod:`nedenoise_jax.cpu_conv`; ``NEDENOISE_CPU_CONV=xla`` turns it off),
-  which also does the reflect padding, inside the call. Otherwise XLA's: a
-  zero-padded stride-1 convolution is then differentiated by hand, the input
-  gradient as usual, the kernel gradient from the explicitly padded input
-  (see ``_conv_zero_padded_bwd``), and a reflect-padded one is
-  :func:`reflect_pad` then a ``VALID`` convolution. The values and gradients
-  are those of :func:`jax.lax.conv_general_dilated` up to float rounding.
+  (:func:`reflect_pad`, the NE padding). A zero-padded stride-1 convolution
+  is differentiated by hand, the input gradient as usual, the kernel gradient
+  from the explicitly padded input (see ``_conv_zero_padded_bwd``); a
+  reflect-padded one is :func:`reflect_pad` then a ``VALID`` convolution. The
+  values and gradients are those of :func:`jax.lax.conv_general_dilated` up
+  to float rounding.
   """
   if pad_mode not in ("zeros", "reflect"):
     raise ValueError(f"unknown pad_mode {pad_mode!r}; expected 'zeros' or 'reflect'")
-  explicit = ((0, 0), (0, 0)) if padding == "VALID" else padding
-  if isinstance(explicit, str):
-    if pad_mode == "reflect":
+  if isinstance(padding, str):
+    if pad_mode == "reflect" and padding != "VALID":
       raise ValueError(f"pad_mode='reflect' needs explicit padding ((t, b), (l, r)), got {padding!r}")
     return _xla_conv2d(x, kernel, strides, padding)
-  explicit = tuple((int(a), int(b)) for a, b in explicit)
-  reflect = pad_mode == "reflect" and any(v for p in explicit for v in p)
+  explicit = explicit_padding(padding)
+  if pad_mode == "reflect" and any(v for p in explicit for v in p):
+    return _xla_conv2d(reflect_pad(x, explicit), kernel, strides, "VALID")
+  return _xla_conv2d(x, kernel, strides, explicit)
 
-  def xla(x, k):
-    if reflect:
-      return _xla_conv2d(reflect_pad(x, explicit), k, strides, "VALID")
-    return _xla_conv2d(x, k, strides, padding)
 
-  # The shape checks first: a float64 or unsupported convolution never triggers the build.
-  if (kernel.dtype == x.dtype and cpu_conv.supports(x.shape, kernel.shape, x.dtype, strides, explicit)
-      and cpu_conv.enabled()):
-    return jax.lax.platform_dependent(
-        x, kernel, cpu=lambda x, k: cpu_conv.conv(x, k, strides, explicit, reflect=reflect),
-        default=xla)
-  return xla(x, kernel)
+def explicit_padding(padding) -> tuple[tuple[int, int], tuple[int, int]]:
+  """``((t, b), (l, r))`` as ints; ``"VALID"`` is no padding."""
+  if isinstance(padding, str):
+    if padding != "VALID":
+      raise ValueError(f"expected 'VALID' or ((t, b), (l, r)), got {padding!r}")
+    return ((0, 0), (0, 0))
+  return tuple((int(a), int(b)) for a, b in padding)  # type: ignore[return-value]
 
 
 def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *,
-                     pad_mode: Literal["zeros", "reflect"] = "zeros",
-                     layout: SortPoolLayout = "pairs") -> jax.Array:
-  """``conv2d(sort_pool(z, layout), kernel, ...)``: SortPool then a convolution.
-
-  Float32 on the CPU with reflect padding, the sort is done by the oneDNN
-  call while it pads the input (:func:`cpu_conv.sort_pool_conv`): no sorted
-  copy is written out, and none is kept for the backward pass.
-  """
-  explicit = ((0, 0), (0, 0)) if padding == "VALID" else padding
-  if pad_mode == "reflect" and not isinstance(explicit, str) and kernel.dtype == z.dtype:
-    explicit = tuple((int(a), int(b)) for a, b in explicit)
-    # supports() checks float32 and rank 4; the sort needs an even channel count.
-    if (layout in _XLA_SORTS and any(v for p in explicit for v in p)
-        and cpu_conv.supports(z.shape, kernel.shape, z.dtype, strides, explicit)
-        and z.shape[-1] % 2 == 0 and cpu_conv.enabled()):
-      xla = _XLA_SORTS[layout]
-      return jax.lax.platform_dependent(
-          z, kernel, cpu=lambda z, k: cpu_conv.sort_pool_conv(z, k, strides, explicit, layout),
-          default=lambda z, k: _xla_conv2d(reflect_pad(xla(z), explicit), k, strides, "VALID"))
-  return conv2d(sort_pool(z, layout), kernel, strides, padding, pad_mode=pad_mode)
+                     pad_mode: Literal["zeros", "reflect"] = "zeros") -> jax.Array:
+  """``conv2d(sort_pool(z), kernel, ...)``: SortPool then a convolution."""
+  return conv2d(sort_pool(z), kernel, strides, padding, pad_mode=pad_mode)
 
 
 def affine_conv2d(x: jax.Array, theta: jax.Array, scale=None, strides: int = 1, padding=((1, 1), (1, 1)), *,
-                  free_channels: int = 0, total: float = 1.0,
-                  sort_layout: SortPoolLayout | None = None) -> jax.Array:
-  """The reflect-padded convolution of ``x`` with ``scale * affine_kernel(theta)``.
+                  free_channels: int = 0, total: float = 1.0, sort_input: bool = False) -> jax.Array:
+  """The reflect-padded convolution of ``x`` (``sort_pool(x)`` with ``sort_input``) with ``scale * affine_kernel(theta)``.
 
-  That is ``conv2d(x, k, strides, padding, pad_mode="reflect")`` (or
-  :func:`sort_pool_conv2d` of ``x`` with ``sort_layout``), ``k =
-  scale * affine_kernel(theta, free_channels=free_channels, total=total)``
+  ``k = scale * affine_kernel(theta, free_channels=free_channels, total=total)``
   in the ``centre`` parametrization, ``scale`` a scalar (``None``: 1) and
-  ``padding`` explicit, ``((t, b), (l, r))``. Float32 on the CPU, the oneDNN
-  call forms ``k`` from ``theta`` itself and returns the gradients of
-  ``theta`` and ``scale`` (:func:`cpu_conv.affine_conv`): no kernel is
-  written out or kept for the backward pass (NE DRUNet's training step holds
-  125 MiB less). Otherwise the same composition in XLA.
+  ``padding`` explicit, ``((t, b), (l, r))``.
   """
-
-  def xla(x, theta, scale):
-    k = affine_kernel(theta, free_channels=free_channels, total=total)
-    if scale is not None:
-      k = k * scale.astype(k.dtype)
-    if sort_layout is None:
-      return conv2d(x, k, strides, padding, pad_mode="reflect")
-    return sort_pool_conv2d(x, k, strides, padding, pad_mode="reflect", layout=sort_layout)
-
-  explicit = tuple((int(a), int(b)) for a, b in padding)
-  s = jnp.ones((), x.dtype) if scale is None else jnp.asarray(scale)
-  if (theta.dtype == x.dtype and s.dtype == x.dtype and not s.shape and any(v for p in explicit for v in p)
-      and (sort_layout is None or (sort_layout in _XLA_SORTS and x.shape[-1] % 2 == 0))
-      and 0 <= free_channels < theta.shape[2]
-      and cpu_conv.supports(x.shape, theta.shape, x.dtype, strides, explicit) and cpu_conv.enabled()):
-    return jax.lax.platform_dependent(
-        x, theta, s,
-        cpu=lambda x, t, s: cpu_conv.affine_conv(x, t, s, strides, explicit, free_channels=free_channels,
-                                                 total=total, sort=sort_layout),
-        default=lambda x, t, s: xla(x, t, None if scale is None else s))
-  return xla(x, theta, scale)
+  k = affine_kernel(theta, free_channels=free_channels, total=total)
+  if scale is not None:
+    k = k * jnp.asarray(scale).astype(k.dtype)
+  if sort_input:
+    return sort_pool_conv2d(x, k, strides, padding, pad_mode="reflect")
+  return conv2d(x, k, strides, padding, pad_mode="reflect")
 
 
 def _xla_conv2d(x, kernel, strides, padding):

@@ -16,7 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from nedenoise_jax import convert_torch as ct  # noqa: E402
 from nedenoise_jax import models  # noqa: E402
-from nedenoise_jax import weights as weights_lib  # noqa: E402
+from nedenoise_jax.io import weights as weights_lib  # noqa: E402
 
 NE = "norm-equiv"
 
@@ -199,7 +199,7 @@ def test_cli_and_bad_keys(tmp_path, capsys):
   torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, pth)
   out = tmp_path / "drunet.nedenoise"
   assert ct.main([str(pth), "--arch", "drunet", "--mode", NE, "--out", str(out)]) == 0
-  module, _ = weights_lib.load(out)
+  module, _ = weights_lib.load_weights(out)
   assert models.describe(module)["mode"] == "norm_equiv" and not models.describe(module)["blind"]
   assert ct.main([str(pth), "--arch", "drunet", "--mode", NE, "--out", str(out)]) == 2  # exists
   assert "exists" in capsys.readouterr().err

@@ -194,26 +194,6 @@ def test_describe_roundtrip():
     assert models.from_description(models.describe(m)) == m
 
 
-def test_conv_halves_layout_permutes_the_kernel_only():
-  """in_halves/out_halves: same parameters, channels in ops.to_halves order."""
-  from nedenoise_jax import layers, ops
-  x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 7, 6, 4)), jnp.float32)
-  plain = layers.AffineConv(6)
-  v = plain.init(jax.random.key(0), x)
-  y = plain.apply(v, x)
-  np.testing.assert_allclose(layers.AffineConv(6, out_halves=True).apply(v, x), ops.to_halves(y),
-                             rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(layers.AffineConv(6, in_halves=True).apply(v, ops.to_halves(x)), y,
-                             rtol=1e-5, atol=1e-6)
-  biased = layers.Conv(6, use_bias=True)
-  vb = biased.init(jax.random.key(1), x)
-  vb = jax.tree_util.tree_map(lambda p: p + 0.5, vb)
-  np.testing.assert_allclose(layers.Conv(6, use_bias=True, out_halves=True).apply(vb, x),
-                             ops.to_halves(biased.apply(vb, x)), rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match="in_halves needs free_channels=0"):
-    layers.AffineConv(6, in_halves=True, free_channels=1).init(jax.random.key(0), x)
-
-
 @pytest.mark.parametrize("mode", ("ordinary", "norm_equiv"))
 def test_resblock_folded_residual_equals_plain_formula(mode):
   """NE ResBlock folds (1 - alpha) into conv2's kernel: same output and gradients as alpha*x + (1-alpha)*y."""

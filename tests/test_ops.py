@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nedenoise_jax import ops
+from nedenoise_jax import kernels, ops
 
 
 def _theta(shape, seed=0):
@@ -79,7 +79,8 @@ def test_affine_combination_is_ne():
 
 
 @pytest.mark.parametrize("shape", [(3,), (2, 5, 7, 6), (1, 9, 1, 1)])
-def test_affine_combination_gradient_equals_autodiff(dtype, shape):
+@pytest.mark.parametrize("lib", [ops, kernels], ids=["ops", "kernels"])
+def test_affine_combination_gradient_equals_autodiff(lib, dtype, shape):
   """The hand-written VJP (per-channel sums for alpha) = autodiff of the plain formula."""
   rng = np.random.default_rng(4)
   x, y, w = (jnp.asarray(rng.standard_normal(shape) * 50 - 20, dtype) for _ in range(3))
@@ -88,7 +89,7 @@ def test_affine_combination_gradient_equals_autodiff(dtype, shape):
   def loss(f):
     return lambda x, y, a: jnp.sum(jnp.sin(f(x, y, a)) * w)
 
-  got = jax.grad(loss(ops.affine_combination), argnums=(0, 1, 2))(x, y, alpha)
+  got = jax.grad(loss(lib.affine_combination), argnums=(0, 1, 2))(x, y, alpha)
   want = jax.grad(loss(lambda x, y, a: y + a * (x - y)), argnums=(0, 1, 2))(x, y, alpha)
   tol = 1e-5 if dtype == jnp.float32 else 1e-12
   for g, v in zip(got, want):
@@ -96,12 +97,12 @@ def test_affine_combination_gradient_equals_autodiff(dtype, shape):
     np.testing.assert_allclose(g, v, rtol=tol, atol=tol * float(jnp.max(jnp.abs(v))))
   # Mixed dtypes promote as the plain formula does; each gradient has its input's dtype.
   xb = x.astype(jnp.bfloat16)
-  assert ops.affine_combination(xb, y, alpha).dtype == (y + alpha * (xb - y)).dtype
-  grads = jax.grad(lambda x, y: jnp.sum(ops.affine_combination(x, y, alpha)), argnums=(0, 1))(xb, y)
+  assert lib.affine_combination(xb, y, alpha).dtype == (y + alpha * (xb - y)).dtype
+  grads = jax.grad(lambda x, y: jnp.sum(lib.affine_combination(x, y, alpha)), argnums=(0, 1))(xb, y)
   assert grads[0].dtype == jnp.bfloat16 and grads[1].dtype == dtype
   # Broadcast or empty operands take the plain (autodiff) path.
-  assert ops.affine_combination(x, jnp.zeros((), dtype), 0.5).shape == x.shape
-  assert ops.affine_combination(jnp.zeros((0, 3)), jnp.zeros((0, 3)), 0.5).shape == (0, 3)
+  assert lib.affine_combination(x, jnp.zeros((), dtype), 0.5).shape == x.shape
+  assert lib.affine_combination(jnp.zeros((0, 3)), jnp.zeros((0, 3)), 0.5).shape == (0, 3)
 
 
 @pytest.mark.parametrize("shape", [(3,), (2, 5, 7, 6)])
@@ -230,61 +231,38 @@ def test_reflect_indices():
   np.testing.assert_array_equal(ops.reflect_indices(1, 2, 1), [0, 0, 0, 0])
 
 
-def test_sort_pool_halves_layout_and_gradient():
-  rng = np.random.default_rng(2)
-  x = jnp.asarray(rng.standard_normal((2, 3, 5, 8)), jnp.float32)
-  # The halves layout is the same activation on to_halves-ordered channels.
-  np.testing.assert_array_equal(ops.sort_pool(ops.to_halves(x), "halves"),
-                                ops.to_halves(ops.sort_pool(x)))
-  np.testing.assert_array_equal(ops.from_halves(ops.to_halves(x)), x)
-  np.testing.assert_array_equal(ops.to_halves(jnp.arange(6.0)), [0, 2, 4, 1, 3, 5])
-  np.testing.assert_array_equal(ops.to_halves(jnp.arange(8.0).reshape(2, 4), axis=0),
-                                jnp.arange(8.0).reshape(2, 4))
-  # Hand-written gradient (a routing of the output gradient) = autodiff of the pairs form.
-  h = ops.to_halves(x)
-  got = jax.grad(lambda h: jnp.sum(jnp.sin(3 * ops.sort_pool(h, "halves"))))(h)
-  want = jax.grad(lambda h: jnp.sum(jnp.sin(3 * ops.to_halves(ops.sort_pool(ops.from_halves(h))))))(h)
-  np.testing.assert_allclose(got, want, rtol=1e-6)
-  # On ties the gradient goes to one input each (sums are kept).
-  tie = jnp.ones((1, 4))
-  g = jax.grad(lambda t: jnp.sum(ops.sort_pool(t, "halves") * jnp.asarray([1.0, 2.0, 3.0, 4.0])))(tie)
-  np.testing.assert_array_equal(g, [[1.0, 2.0, 3.0, 4.0]])
-  with pytest.raises(ValueError, match="layout"):
-    ops.sort_pool(x, "bogus")
-  with pytest.raises(ValueError, match="even"):
-    ops.to_halves(jnp.ones((3,)))
-
-
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_sort_pool_pairs_equals_sorting_each_pair(dtype):
+@pytest.mark.parametrize("lib", [ops, kernels], ids=["ops", "kernels"])
+def test_sort_pool_pairs_equals_sorting_each_pair(lib, dtype):
   # The paper's SortPool, against jnp.sort of each adjacent pair (values and
   # autodiff of the sort); float32 runs the CPU kernel, float64 XLA.
   with jax.enable_x64(dtype == jnp.float64):
     rng = np.random.default_rng(7)
     x = jnp.asarray(rng.standard_normal((2, 5, 3, 10)) * 1e3 - 7e2, dtype)
     ref = lambda x: jnp.sort(x.reshape(x.shape[:-1] + (-1, 2)), axis=-1).reshape(x.shape)  # noqa: E731
-    got = ops.sort_pool(x)
+    got = lib.sort_pool(x)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, ref(x))
     g = jnp.asarray(rng.standard_normal(x.shape), dtype)
-    np.testing.assert_array_equal(jax.vjp(ops.sort_pool, x)[1](g)[0], jax.vjp(ref, x)[1](g)[0])
+    np.testing.assert_array_equal(jax.vjp(lib.sort_pool, x)[1](g)[0], jax.vjp(ref, x)[1](g)[0])
     # On ties the gradient goes to one input each (min <- first, max <- second).
     tie = jnp.ones((1, 4), dtype)
     w = jnp.asarray([1.0, 2.0, 3.0, 4.0], dtype)
-    np.testing.assert_array_equal(jax.grad(lambda t: jnp.sum(ops.sort_pool(t) * w))(tie), [w])
+    np.testing.assert_array_equal(jax.grad(lambda t: jnp.sum(lib.sort_pool(t) * w))(tie), [w])
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_scale_add_gradient_equals_autodiff(dtype):
+@pytest.mark.parametrize("lib", [ops, kernels], ids=["ops", "kernels"])
+def test_scale_add_gradient_equals_autodiff(lib, dtype):
   with jax.enable_x64(dtype == jnp.float64):
     rng = np.random.default_rng(5)
     x, y, g = (jnp.asarray(rng.normal(size=(2, 5, 3, 4)), dtype) for _ in range(3))
     alpha = jnp.asarray(0.3, dtype)
     loss = lambda f: lambda x, y, a: jnp.sum(f(x, y, a) * g)  # noqa: E731
-    got = jax.grad(loss(ops.scale_add), argnums=(0, 1, 2))(x, y, alpha)
+    got = jax.grad(loss(lib.scale_add), argnums=(0, 1, 2))(x, y, alpha)
     want = jax.grad(loss(lambda x, y, a: a * x + y), argnums=(0, 1, 2))(x, y, alpha)
     for a, b in zip(got, want):
       assert a.dtype == dtype
       np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == jnp.float32 else 1e-12)
   with pytest.raises(ValueError, match="scalar alpha"):
-    ops.scale_add(x, y, jnp.ones(3))
+    lib.scale_add(x, y, jnp.ones(3))

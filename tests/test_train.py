@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nedenoise_jax import config as config_lib
-from nedenoise_jax import data, metrics, train
+from nedenoise_jax.training import config as config_lib
+from nedenoise_jax import data, metrics
+from nedenoise_jax.training import checkpoints, loop as train
 
 def tiny_config(**overrides):
   c = config_lib.base_config("fdncnn")
@@ -36,11 +37,11 @@ def tiny_config(**overrides):
 
 
 def _params(workdir, config):
-  mngr = train._manager(workdir, config)
+  mngr = checkpoints.manager(workdir, config)
   module = train.create_model(config)
   tx = train.create_optimizer(config)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return train.restore_state(mngr, mngr.latest_step(),
+  return checkpoints.restore_state(mngr, mngr.latest_step(),
                              train.abstract_state(module, tx, config, device))
 
 
@@ -52,7 +53,7 @@ def test_resume_in_process_is_exact(tmp_path):
   cfg = tiny_config()
   train.train_and_evaluate(cfg, str(tmp_path / "a"), progress=False)
   train.train_and_evaluate(cfg, str(tmp_path / "b"), progress=False, stop_after=5)
-  assert train._manager(str(tmp_path / "b"), cfg).latest_step() == 5
+  assert checkpoints.manager(str(tmp_path / "b"), cfg).latest_step() == 5
   train.train_and_evaluate(cfg, str(tmp_path / "b"), progress=False)
   for x, y in zip(_leaves(_params(str(tmp_path / "a"), cfg)), _leaves(_params(str(tmp_path / "b"), cfg))):
     np.testing.assert_array_equal(x, y)

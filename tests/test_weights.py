@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import nedenoise_jax
-from nedenoise_jax import models, weights
+from nedenoise_jax import models
+from nedenoise_jax.io import weights
 
 
 @pytest.mark.parametrize("arch,mode,blind,kw", [

@@ -1,204 +1,31 @@
-"""Float32 convolutions on the CPU through oneDNN, called from XLA as FFI custom calls.
+"""Float32 CPU operations through oneDNN: the JAX wrappers of the FFI targets :mod:`.build` registers.
 
-XLA:CPU runs convolutions through Eigen, with transposes around the kernel
-gradient; oneDNN (the library PyTorch uses on the CPU) ran the same layers
-1.2x to 1.8x faster on a 2-core AVX-512 CPU (``benchmarks/conv_layers.py``). This
-module compiles ``csrc/onednn_conv.cc`` once per machine (about 3 s, with the
-system's C++ compiler, the oneDNN headers and library of the
-``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels and JAX's FFI headers),
-caches the shared library, and registers its FFI targets: forward, input
-gradient and kernel gradient, with zero or reflect padding, the latter also
-with SortPool fused into the padding and with the affine kernel formed from
-its parameters inside the call; SortPool itself.
+Forward, input gradient and kernel gradient of convolutions with zero or
+reflect padding, the latter also with SortPool fused into the padding and
+with the affine kernel formed from its parameters inside the call; SortPool
+itself; the one-pass gradients of ``alpha*x + y`` and ``y + alpha*(x - y)``.
+Each is written as a ``jax.custom_vjp`` whose derivatives are the other maps
+or the XLA compositions they equal (:mod:`nedenoise_jax.ops`), so every order
+of differentiation works. The values are those of the XLA operations up to
+float32 rounding (sums run in another order).
 
-:func:`ops.conv2d` uses them for float32 convolutions when the program runs
-on the CPU (``jax.lax.platform_dependent``: a GPU or TPU program is
-unchanged). ``NEDENOISE_CPU_CONV`` selects the path:
-
-* ``auto`` (default): oneDNN when it can be built, else XLA (with a warning);
-* ``onednn``: oneDNN, and an error if it cannot be built;
-* ``xla``: XLA's own convolutions.
-
-The values are those of ``jax.lax.conv_general_dilated`` up to float32
-rounding (the sums run in another order); the gradients, to any order, are
-oneDNN convolutions too.
+These run on the CPU only: :mod:`nedenoise_jax.kernels` picks them with
+``jax.lax.platform_dependent`` when :func:`.build.enabled`. Check
+:func:`supports` first. SortPool here sorts adjacent channel pairs, the
+paper's layout (the C++ kernels also take a ``halves`` order no model uses).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import logging
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
-from importlib import metadata
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ENV = "NEDENOISE_CPU_CONV"
-CACHE_ENV = "NEDENOISE_CACHE_DIR"
-MODES = ("auto", "onednn", "xla")
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_conv.cc")
-_TARGETS = {"conv_fwd": "NedenoiseConvFwd", "conv_bwd_data": "NedenoiseConvBwdData",
-            "conv_bwd_weights": "NedenoiseConvBwdWeights", "rconv_fwd": "NedenoiseRConvFwd",
-            "rconv_bwd_data": "NedenoiseRConvBwdData", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
-            "srconv_fwd": "NedenoiseSRConvFwd", "srconv_bwd_data": "NedenoiseSRConvBwdData",
-            "srconv_bwd_weights": "NedenoiseSRConvBwdWeights",
-            "mconv_fwd": "NedenoiseMConvFwd", "mconv_bwd_data": "NedenoiseMConvBwdData",
-            "mconv_bwd_weights": "NedenoiseMConvBwdWeights", "affine_kernel": "NedenoiseAffineKernel",
-            "sortpool_fwd": "NedenoiseSortPoolFwd", "sortpool_permute": "NedenoiseSortPoolPermute",
-            "scale_grad": "NedenoiseScaleGrad", "combination_grad": "NedenoiseCombinationGrad"}
-_lock = threading.Lock()
-_state: dict = {"tried": False, "error": None, "path": None}
-log = logging.getLogger(__name__)
-
-
-def mode() -> str:
-  """The path ``NEDENOISE_CPU_CONV`` asks for (``auto``, ``onednn`` or ``xla``)."""
-  value = os.environ.get(ENV, "auto").strip().lower() or "auto"
-  if value not in MODES:
-    raise ValueError(f"{ENV}={value!r}; expected one of {MODES}")
-  return value
-
-
-def _dist_file(dist: str, suffix: str) -> Optional[str]:
-  try:
-    files = metadata.distribution(dist).files or []
-  except metadata.PackageNotFoundError:
-    return None
-  for f in files:
-    if ("/" + str(f).replace("\\", "/")).endswith("/" + suffix):
-      path = os.path.normpath(str(f.locate()))
-      if os.path.exists(path):
-        return path
-  return None
-
-
-def _toolchain() -> dict:
-  """Compiler, oneDNN header and library, JAX FFI headers; raises RuntimeError naming what is missing."""
-  cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-  if not cxx:
-    raise RuntimeError("no C++ compiler (set CXX, or install g++)")
-  header = _dist_file("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.hpp")
-  if header is None:
-    raise RuntimeError("the oneDNN headers are missing: pip install onednn-devel-cpu-gomp")
-  library = _dist_file("onednn-cpu-gomp", "libdnnl.so.3")
-  if library is None:
-    raise RuntimeError("the oneDNN library is missing: pip install onednn-cpu-gomp")
-  return {"cxx": cxx, "include": os.path.dirname(os.path.dirname(os.path.dirname(header))),
-          "lib": os.path.dirname(library), "ffi_include": jax.ffi.include_dir()}
-
-
-def _cache_dir() -> str:
-  root = os.environ.get(CACHE_ENV) or os.path.join(
-      os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-      "nedenoise_jax")
-  return root
-
-
-def _build() -> str:
-  """Compiles the handlers (once per source, toolchain and JAX version); returns the library path."""
-  tc = _toolchain()
-  with open(_SOURCE, "rb") as f:
-    source = f.read()
-  key = hashlib.sha256(source + repr(sorted(tc.items())).encode() + jax.__version__.encode())
-  out_dir = _cache_dir()
-  path = os.path.join(out_dir, f"onednn_conv-{key.hexdigest()[:16]}.so")
-  if os.path.exists(path):
-    return path
-  os.makedirs(out_dir, exist_ok=True)
-  # Written under a temporary name and renamed: concurrent builds (several
-  # processes of one job) never load a half-written library.
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-  os.close(fd)
-  cmd = [tc["cxx"], "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w",
-         "-I", tc["include"], "-I", tc["ffi_include"], _SOURCE, "-o", tmp,
-         "-L", tc["lib"], "-l:libdnnl.so.3", f"-Wl,-rpath,{tc['lib']}"]
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode:
-      raise RuntimeError(f"compiling {_SOURCE} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
-
-
-def _load() -> None:
-  path = _build()
-  lib = ctypes.CDLL(path)
-  for kind, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(f"nedenoise_{kind}", jax.ffi.pycapsule(getattr(lib, symbol)),
-                                platform="cpu")
-  _state["path"] = path
-
-
-def available() -> bool:
-  """Whether the oneDNN handlers are built and registered (builds them on the first call)."""
-  with _lock:
-    if not _state["tried"]:
-      _state["tried"] = True
-      if sys.platform != "linux":
-        _state["error"] = f"oneDNN convolutions are built on Linux only, not {sys.platform}"
-      else:
-        try:
-          _load()
-        except Exception as e:  # any failure leaves XLA's convolutions in place
-          _state["error"] = f"{type(e).__name__}: {e}"
-    return _state["error"] is None
-
-
-def will_use() -> bool:
-  """Whether float32 CPU convolutions are expected to go to oneDNN, without building anything.
-
-  For choices made before JAX starts (:func:`train.configure_cpu_devices`):
-  ``NEDENOISE_CPU_CONV`` is not ``xla``, the platform is Linux and the
-  compiler and oneDNN wheels are present.
-  """
-  if mode() == "xla" or sys.platform != "linux":
-    return False
-  if _state["tried"]:
-    return _state["error"] is None
-  try:
-    _toolchain()
-  except RuntimeError:
-    return False
-  return True
-
-
-def unavailable_reason() -> Optional[str]:
-  """Why :func:`available` is False (``None`` when it is True)."""
-  available()
-  return _state["error"]
-
-
-@functools.lru_cache(maxsize=None)
-def _warn_fallback(reason: str) -> None:
-  log.warning("oneDNN CPU convolutions unavailable, using XLA's (slower): %s", reason)
-
-
-def enabled() -> bool:
-  """Whether :func:`ops.conv2d` runs float32 CPU convolutions through oneDNN."""
-  m = mode()
-  if m == "xla":
-    return False
-  if available():
-    return True
-  if m == "onednn":
-    raise RuntimeError(f"{ENV}=onednn but the oneDNN convolutions cannot be built: {_state['error']}")
-  if jax.default_backend() == "cpu":  # on a GPU or TPU host the fallback changes nothing
-    _warn_fallback(_state["error"])
-  return False
-
+from nedenoise_jax import ops
 
 def supports(x_shape, kernel_shape, dtype, strides: int, padding) -> bool:
   """Whether oneDNN takes this convolution: float32, 4-D, windows that tile the padded input exactly."""
@@ -308,7 +135,7 @@ def conv(x: jax.Array, kernel: jax.Array, strides: int, padding, *, reflect: boo
   The padding is zeros, or with ``reflect`` a reflect padding
   (:func:`ops.reflect_pad`, any width) done inside the call. Runs on the CPU
   only: callers pick it with ``jax.lax.platform_dependent``
-  (:func:`ops.conv2d`). Check :func:`supports` first.
+  (:func:`nedenoise_jax.kernels.conv2d`). Check :func:`supports` first.
   """
   padding = tuple((int(a), int(b)) for a, b in padding)
   if not supports(x.shape, kernel.shape, x.dtype, strides, padding) or kernel.dtype != x.dtype:
@@ -360,18 +187,11 @@ def _permute_bwd(threads, pairs, x, ct):
 _permute.defvjp(_permute_fwd, _permute_bwd)
 
 
-def _check_layout(layout: str) -> bool:
-  if layout not in ("pairs", "halves"):
-    raise ValueError(f"unknown sort_pool layout {layout!r}; expected 'pairs' or 'halves'")
-  return layout == "pairs"
-
-
-def sort_pool(x: jax.Array, layout: str = "pairs") -> jax.Array:
-  """:func:`ops.sort_pool` (``layout`` ``"pairs"`` or ``"halves"``), float32, on the CPU (one pass on every core)."""
-  pairs = _check_layout(layout)
+def sort_pool(x: jax.Array) -> jax.Array:
+  """:func:`ops.sort_pool`, float32, on the CPU (one pass on every core)."""
   if x.dtype != jnp.float32 or x.ndim < 1 or x.shape[-1] % 2:
-    raise ValueError(f"cpu_conv.sort_pool takes float32 arrays with an even last axis, got {x.shape} {x.dtype}")
-  return _sort_pool(x, threads_per_call(), pairs)
+    raise ValueError(f"onednn.sort_pool takes float32 arrays with an even last axis, got {x.shape} {x.dtype}")
+  return _sort_pool(x, threads_per_call(), True)
 
 
 # SortPool then a reflect-padded convolution, with the sort done while the
@@ -450,20 +270,18 @@ def _sorted_kernel_grad_bwd(kernel_shape, strides, padding, threads, pairs, res,
 _sorted_kernel_grad.defvjp(_sorted_kernel_grad_fwd, _sorted_kernel_grad_bwd)
 
 
-def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding,
-                   layout: str = "pairs") -> jax.Array:
-  """``conv(x, k, strides, padding, reflect=True)`` of ``x = sort_pool(z, layout)``, in one pass over ``z``."""
-  pairs = _check_layout(layout)
+def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding) -> jax.Array:
+  """``conv(x, k, strides, padding, reflect=True)`` of ``x = sort_pool(z)``, in one pass over ``z``."""
   padding = tuple((int(a), int(b)) for a, b in padding)
   if (not supports(z.shape, kernel.shape, z.dtype, strides, padding) or kernel.dtype != z.dtype
       or z.shape[-1] % 2):
     raise ValueError(f"oneDNN sort_pool_conv does not take z {z.shape} {z.dtype}, kernel "
                      f"{kernel.shape} {kernel.dtype}, strides {strides}, padding {padding}")
-  return _sorted_forward(z, kernel, int(strides), padding, threads_per_call(), pairs)
+  return _sorted_forward(z, kernel, int(strides), padding, threads_per_call(), True)
 
 
 # The affine kernel map inside the call: the convolutions above (reflect
-# padded, after SortPool with sort "pairs" or "halves") with the kernel
+# padded, optionally after SortPool) with the kernel
 # scale * A(theta), A = ops.affine_kernel(theta, free_channels=free,
 # total=total) ("centre"), kmap = (free, total). The handlers form the kernel
 # from theta while reordering it (the anchors summed from the reordered
@@ -473,13 +291,12 @@ def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding,
 # derivatives are those of the compositions they equal (_unmapped_*), so
 # every order of differentiation works.
 
-_SORT_MODES = {None: 0, "halves": 1, "pairs": 2}
+# The C++ handlers' sort attribute: 0 none, 1 the halves order (unused), 2 adjacent pairs.
+_SORT_MODES = {False: 0, True: 2}
 
 
 def _kmap_attrs(kernel_shape, kmap) -> dict:
   """The handlers' attributes for the kernel map ``kmap = (free, total)`` of a kernel of that shape."""
-  from nedenoise_jax import ops  # ops imports this module
-
   free, total = kmap
   ah, aw = ops.anchor_tap(kernel_shape[:2])
   return dict(anchor_h=np.int64(ah), anchor_w=np.int64(aw), n_con=np.int64(kernel_shape[2] - free),
@@ -498,8 +315,6 @@ def _map_call(kind, out, args, strides, padding, threads, sort, kmap, kernel_sha
 
 def _mapped_kernel(theta, scale, kmap):
   """``scale * A(theta)`` by XLA: the kernel the handlers form."""
-  from nedenoise_jax import ops
-
   free, total = kmap
   return ops.affine_kernel(theta, free_channels=free, total=total) * scale
 
@@ -526,9 +341,9 @@ _mapped_forward.defvjp(_mapped_forward_fwd, _mapped_forward_bwd)
 
 def _unmapped_input_grad(g, theta, scale, z, strides, padding, threads, sort, kmap):
   k = _mapped_kernel(theta, scale, kmap)
-  if sort is None:
+  if not sort:
     return _input_grad(g, k, z.shape, strides, padding, threads, True)
-  return _sorted_input_grad(g, k, z, strides, padding, threads, sort == "pairs")
+  return _sorted_input_grad(g, k, z, strides, padding, threads, True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
@@ -551,10 +366,10 @@ _mapped_input_grad.defvjp(_mapped_input_grad_fwd, _mapped_input_grad_bwd)
 
 def _unmapped_kernel_grad(x, g, theta, scale, strides, padding, threads, sort, kmap):
   k, back = jax.vjp(lambda t, s: _mapped_kernel(t, s, kmap), theta, scale)
-  if sort is None:
+  if not sort:
     gk = _kernel_grad(x, g, k.shape, strides, padding, threads, True)
   else:
-    gk = _sorted_kernel_grad(x, g, k.shape, strides, padding, threads, sort == "pairs")
+    gk = _sorted_kernel_grad(x, g, k.shape, strides, padding, threads, True)
   return back(gk)
 
 
@@ -578,24 +393,22 @@ _mapped_kernel_grad.defvjp(_mapped_kernel_grad_fwd, _mapped_kernel_grad_bwd)
 
 
 def affine_conv(x: jax.Array, theta: jax.Array, scale: jax.Array, strides: int, padding, *,
-                free_channels: int = 0, total: float = 1.0, sort: Optional[str] = None) -> jax.Array:
+                free_channels: int = 0, total: float = 1.0, sort: bool = False) -> jax.Array:
   """``conv(x, k, strides, padding, reflect=True)`` with ``k = scale * ops.affine_kernel(theta, ...)``.
 
   ``k`` is ``ops.affine_kernel(theta, free_channels=free_channels,
   total=total)`` (the ``centre`` parametrization) times the scalar ``scale``,
-  formed inside the call; with ``sort`` (``"pairs"`` or ``"halves"``) the
-  input is ``sort_pool(x, sort)``, as in :func:`sort_pool_conv`. Float32.
+  formed inside the call; with ``sort`` the input is ``sort_pool(x)``, as in
+  :func:`sort_pool_conv`. Float32.
   """
   padding = tuple((int(a), int(b)) for a, b in padding)
-  if sort is not None:
-    _check_layout(sort)
   if (not supports(x.shape, theta.shape, x.dtype, strides, padding) or theta.dtype != x.dtype
       or jnp.shape(scale) or jnp.result_type(scale) != x.dtype or (sort and x.shape[-1] % 2)
       or not 0 <= free_channels < theta.shape[2]):
     raise ValueError(f"oneDNN affine_conv does not take x {x.shape} {x.dtype}, theta {theta.shape} "
                      f"{theta.dtype}, scale {jnp.shape(scale)} {jnp.result_type(scale)}, strides "
                      f"{strides}, padding {padding}, free_channels {free_channels}, sort {sort}")
-  return _mapped_forward(x, theta, scale, int(strides), padding, threads_per_call(), sort,
+  return _mapped_forward(x, theta, scale, int(strides), padding, threads_per_call(), bool(sort),
                          (int(free_channels), float(total)))
 
 
@@ -607,7 +420,7 @@ def affine_kernel(theta: jax.Array, *, free_channels: int = 0, total: float = 1.
   differentiates as ``ops.affine_kernel``.
   """
   if theta.dtype != jnp.float32 or theta.ndim != 4 or not 0 <= free_channels < theta.shape[2]:
-    raise ValueError(f"cpu_conv.affine_kernel takes a float32 HWIO theta and 0 <= free_channels < c_in, "
+    raise ValueError(f"onednn.affine_kernel takes a float32 HWIO theta and 0 <= free_channels < c_in, "
                      f"got {theta.shape} {theta.dtype}, free_channels {free_channels}")
   return _affine_kernel(theta, int(free_channels), float(total))
 
@@ -651,10 +464,8 @@ def _scale_grad_fwd(g, x, alpha):
 
 
 def _scale_grad_bwd(res, ct):
-  from nedenoise_jax import ops  # ops imports this module
-
-  # Differentiated as the XLA formula it equals (ops' path off the CPU).
-  return jax.vjp(ops._xla_scale_grad, *res)[1](ct)
+  # Differentiated as the XLA formula it equals (the path off the CPU).
+  return jax.vjp(ops.scale_grad, *res)[1](ct)
 
 
 scale_grad.defvjp(_scale_grad_fwd, _scale_grad_bwd)
@@ -681,9 +492,7 @@ def _combination_grad_fwd(g, x, y, alpha):
 
 
 def _combination_grad_bwd(res, ct):
-  from nedenoise_jax import ops
-
-  return jax.vjp(ops._xla_combination_grad, *res)[1](ct)
+  return jax.vjp(ops.combination_grad, *res)[1](ct)
 
 
 combination_grad.defvjp(_combination_grad_fwd, _combination_grad_bwd)

@@ -1,6 +1,7 @@
 """The training configuration: every key declared here, with its meaning.
 
-Config files in ``configs/`` start from :func:`base_config` and change values;
+Config files (``nedenoise_jax/configs/``, also reachable as ``configs/`` in a
+checkout) start from :func:`base_config` and change values;
 the returned dict is locked, so a misspelt key (in a file or in
 ``--config.KEY=VALUE``) is an error rather than silently ignored.
 """
@@ -9,7 +10,12 @@ from __future__ import annotations
 
 import ml_collections
 
-from nedenoise_jax import models
+import os
+
+from nedenoise_jax.nn import models
+
+# Where the standard sets lie under a data root (``:root=PATH``): train, validation, by channels.
+STANDARD_SETS = {1: ("train/bsd400", "test/set12"), 3: ("train/cbsd432", "test/cbsd68")}
 
 
 def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
@@ -30,8 +36,11 @@ def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype; bfloat16 on accelerators
 
   c.data = ml_collections.ConfigDict()
-  c.data.train = "folder:../shared/data/train/bsd400"
-  c.data.val = "folder:../shared/data/test/set12"
+  # Built-in data, so that every config runs offline on a fresh machine; the
+  # paper's sets come from a data root (``:root=PATH``, see finalize) or from
+  # --config.data.train=folder:PATH.
+  c.data.train = "builtin:deadleaves"
+  c.data.val = "builtin:deadleaves-val"
   c.data.val_max_images = 12  # 0: all
   c.data.num_workers = 0  # grain worker processes (0: in the main process)
 
@@ -66,10 +75,12 @@ def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
 
 
 def parse_args(arg: str | None) -> dict:
-  """``"norm_equiv,blind"`` / ``"ordinary,nonblind,color"`` -> model overrides."""
+  """``"norm_equiv,blind"`` / ``"ordinary,nonblind,color,root=PATH"`` -> model overrides (and ``root``)."""
   out: dict = {}
   for token in filter(None, (arg or "").split(",")):
-    if token in models.MODES:
+    if token.startswith("root="):
+      out["root"] = token[len("root="):]
+    elif token in models.MODES:
       out["mode"] = token
     elif token == "blind":
       out["blind"] = True
@@ -83,13 +94,28 @@ def parse_args(arg: str | None) -> dict:
       out["parametrization"] = token
     else:
       raise ValueError(f"unknown config argument {token!r}; expected a mode, blind, nonblind, "
-                       "color, gray, centre or roll")
+                       "color, gray, centre, roll or root=PATH")
   return out
 
 
-def finalize(c: ml_collections.ConfigDict, arg: str | None = None) -> ml_collections.ConfigDict:
-  """Applies ``:ARGS`` overrides and locks the config (unknown keys become errors)."""
-  for key, value in parse_args(arg).items():
+def finalize(c: ml_collections.ConfigDict, arg: str | None = None, *,
+             standard_train: bool = True) -> ml_collections.ConfigDict:
+  """Applies ``:ARGS`` overrides and locks the config (unknown keys become errors).
+
+  ``root=PATH``: a folder holding the standard sets as ``train/bsd400``,
+  ``test/set12`` (gray) and ``train/cbsd432``, ``test/cbsd68`` (colour):
+  ``data.val`` becomes the test set of the model's channel count, and so does
+  ``data.train`` unless ``standard_train`` is False (a config with its own
+  training data, e.g. the quickstart's dead leaves).
+  """
+  args = parse_args(arg)
+  root = args.pop("root", None)
+  for key, value in args.items():
     c.model[key] = value
+  if root:
+    train, val = STANDARD_SETS[c.model.channels]
+    if standard_train:
+      c.data.train = "folder:" + os.path.join(os.path.expanduser(root), train)
+    c.data.val = "folder:" + os.path.join(os.path.expanduser(root), val)
   c.lock()
   return c

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nedenoise_jax import cpu_conv, ops
+from nedenoise_jax import kernels, ops
 
 Dtype = Any
 MODES = ("ordinary", "scale_equiv", "norm_equiv", "wrapped")
@@ -98,28 +98,19 @@ def constraint_total(constraint: str) -> float:
 
 
 def constrained_kernel(theta: jax.Array, dtype: Dtype, constraint: Optional[str], free_channels: int = 0,
-                       parametrization: str = "centre", in_call: bool = False) -> jax.Array:
+                       parametrization: str = "centre") -> jax.Array:
   """:meth:`Conv.effective_kernel` for a convolution of that configuration.
 
-  ``in_call``: the convolution forms the kernel itself on the CPU
-  (:meth:`Conv.forms_kernel_in_call`); the kernel is then formed by the same
-  code (:func:`cpu_conv.affine_kernel`), so that it is the one used, bit for bit.
+  Formed by :func:`kernels.affine_kernel`, the code the convolution itself
+  uses (also where a backend forms the kernel inside the convolution), so
+  that it is the kernel used, bit for bit.
   """
   if constraint is None or parametrization == PRECOMPUTED:
     return theta.astype(dtype)
   work = jnp.promote_types(theta.dtype, dtype)
-  total = constraint_total(constraint)
-
-  def xla(theta):
-    k = ops.affine_kernel(theta.astype(work), free_channels=free_channels, total=total,
-                          parametrization=parametrization)
-    return k.astype(dtype)
-
-  if (in_call and parametrization == "centre" and theta.dtype == jnp.float32 and jnp.dtype(dtype) == jnp.float32
-      and cpu_conv.enabled()):
-    return jax.lax.platform_dependent(
-        theta, cpu=lambda t: cpu_conv.affine_kernel(t, free_channels=free_channels, total=total), default=xla)
-  return xla(theta)
+  k = kernels.affine_kernel(theta.astype(work), free_channels=free_channels,
+                            total=constraint_total(constraint), parametrization=parametrization)
+  return k.astype(dtype)
 
 
 class Conv(nn.Module):
@@ -137,14 +128,6 @@ class Conv(nn.Module):
     parametrization: ``"centre"`` or ``"roll"``, see :func:`ops.affine_kernel`;
       or :data:`PRECOMPUTED`: the stored kernel is already the constrained one
       and is used as it is (``models.prepare_inference``).
-    in_halves, out_halves: the input (output) channels are in the order of
-      ``ops.sort_pool(..., layout="halves")``, i.e. ``ops.to_halves`` of the
-      stored order; the kernel is permuted to match, so the stored parameters,
-      the constraint and the result (up to that channel order) do not change.
-      Set between a convolution, a SortPool and the next convolution.
-    sort_input: apply SortPool to the input first (``ops.sort_pool``, in the
-      ``halves`` layout with ``in_halves``, else ``pairs``); on the CPU the
-      sort is fused with the reflect padding (:func:`ops.sort_pool_conv2d`).
     dtype: compute dtype (``None``: the input's). The constrained kernel is
       formed in at least float32 before the cast, so its sums stay exact.
     param_dtype: dtype of the stored parameters.
@@ -158,21 +141,20 @@ class Conv(nn.Module):
   constraint: Optional[Literal["affine", "zero_sum"]] = None
   free_channels: int = 0
   parametrization: ops.Parametrization = "centre"
-  in_halves: bool = False
-  out_halves: bool = False
-  sort_input: bool = False
   kernel_scale: float = 2.0
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
 
   def effective_kernel(self, theta: jax.Array, dtype: Dtype) -> jax.Array:
     """The kernel the convolution uses, from the stored parameters."""
-    return constrained_kernel(theta, dtype, self.constraint, self.free_channels, self.parametrization,
-                              self.forms_kernel_in_call())
+    return constrained_kernel(theta, dtype, self.constraint, self.free_channels, self.parametrization)
 
   @nn.compact
-  def __call__(self, x: jax.Array, scale: Optional[jax.Array] = None) -> jax.Array:
-    """``scale``: an optional scalar multiplying the kernel after the constraint."""
+  def __call__(self, x: jax.Array, scale: Optional[jax.Array] = None, *, sort_input: bool = False) -> jax.Array:
+    """Convolves ``x``, or ``ops.sort_pool(x)`` with ``sort_input`` (the previous layer's NE activation).
+
+    ``scale``: an optional scalar multiplying the kernel after the constraint.
+    """
     cin = x.shape[-1]
     kh, kw = self.kernel_size
     shape = (kh, kw, cin, self.features)
@@ -192,21 +174,17 @@ class Conv(nn.Module):
       self.sow("intermediates", "kernel_sums",
                ops.kernel_sums(kernel, free_channels=self.free_channels))
     x = x.astype(dtype)
-    if self.forms_kernel_in_call() and theta.dtype == dtype:
-      # The same convolution, with the kernel formed inside it where it can be.
-      y = ops.affine_conv2d(x, theta, None if scale is None else jnp.asarray(scale).astype(dtype),
-                            self.strides, ops.same_padding(self.kernel_size),
-                            free_channels=self.free_channels, total=constraint_total(self.constraint),
-                            sort_layout="pairs" if self.sort_input else None)
+    if (self.constraint is not None and self.parametrization == "centre" and self.padding == "reflect"
+        and max(self.kernel_size) > 1 and theta.dtype == dtype):
+      # The affine convolution from its parameters: a backend may form the
+      # kernel inside the convolution (kernels.affine_conv2d).
+      y = kernels.affine_conv2d(x, theta, None if scale is None else jnp.asarray(scale).astype(dtype),
+                                self.strides, ops.same_padding(self.kernel_size),
+                                free_channels=self.free_channels, total=constraint_total(self.constraint),
+                                sort_input=sort_input)
       return self._add_bias(y)
     if scale is not None:
       kernel = kernel * jnp.asarray(scale).astype(kernel.dtype)
-    if self.in_halves:
-      if self.free_channels:
-        raise ValueError("Conv: in_halves needs free_channels=0 (the input comes from a SortPool)")
-      kernel = ops.to_halves(kernel, axis=2)
-    if self.out_halves:
-      kernel = ops.to_halves(kernel, axis=3)
     if self.padding == "valid":
       pad = "VALID"
     elif self.padding == "zeros":
@@ -216,23 +194,15 @@ class Conv(nn.Module):
     else:
       raise ValueError(f"unknown padding {self.padding!r}; expected 'zeros', 'reflect' or 'valid'")
     pad_mode = "reflect" if self.padding == "reflect" else "zeros"
-    if self.sort_input:
-      y = ops.sort_pool_conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode,
-                               layout="halves" if self.in_halves else "pairs")
+    if sort_input:
+      y = kernels.sort_pool_conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode)
     else:
-      y = ops.conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode)
+      y = kernels.conv2d(x, kernel, self.strides, pad, pad_mode=pad_mode)
     return self._add_bias(y)
-
-  def forms_kernel_in_call(self) -> bool:
-    """Whether the convolution takes the parameters and the constraint (:func:`ops.affine_conv2d`)."""
-    return (self.constraint is not None and self.parametrization == "centre" and self.padding == "reflect"
-            and not (self.in_halves or self.out_halves) and max(self.kernel_size) > 1)
 
   def _add_bias(self, y: jax.Array) -> jax.Array:
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-      if self.out_halves:
-        bias = ops.to_halves(bias)
       y = ops.bias_add(y, bias)
     return y
 
@@ -254,7 +224,7 @@ class SortPool(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    return ops.sort_pool(x)
+    return kernels.sort_pool(x)
 
 
 class AffineResidual(nn.Module):
@@ -280,8 +250,8 @@ class AffineResidual(nn.Module):
     alpha = self.param("alpha", nn.initializers.constant(0.5), (), self.param_dtype)
     a = alpha.astype(x.dtype)
     if branch is not None:
-      return ops.scale_add(x, branch(1 - a), a)
-    return ops.affine_combination(x, y, a)
+      return kernels.scale_add(x, branch(1 - a), a)
+    return kernels.affine_combination(x, y, a)
 
 
 class Residual(nn.Module):
@@ -306,18 +276,16 @@ class Residual(nn.Module):
 
 def activation(spec: ModeSpec, x: jax.Array) -> jax.Array:
   """ReLU, or SortPool (adjacent pairs, as in the paper)."""
-  return ops.sort_pool(x) if spec.sort_pool else nn.relu(x)
+  return kernels.sort_pool(x) if spec.sort_pool else nn.relu(x)
 
 
 def conv(spec: ModeSpec, features: int, kernel_size=(3, 3), *, strides: int = 1,
          padding: Optional[str] = None, use_bias: Optional[bool] = None, free_channels: int = 0,
          parametrization: ops.Parametrization = "centre", dtype=None, param_dtype=jnp.float32,
-         in_halves: bool = False, out_halves: bool = False, sort_input: bool = False,
          name: Optional[str] = None) -> Conv:
   """The convolution a mode uses; ``padding``/``use_bias`` override the mode's choice."""
   common = dict(features=features, kernel_size=tuple(kernel_size), strides=strides, dtype=dtype,
-                param_dtype=param_dtype, in_halves=in_halves, out_halves=out_halves,
-                sort_input=sort_input, name=name)
+                param_dtype=param_dtype, name=name)
   if spec.constraint == "affine":
     return AffineConv(padding=padding or "reflect", free_channels=free_channels,
                       parametrization=parametrization, **common)
@@ -371,12 +339,11 @@ class ResBlock(nn.Module):
     y = conv(self.spec, self.features, name="conv1", **kw)(x)
     if not self.spec.sort_pool:  # SortPool is applied by conv2, with its padding
       y = activation(self.spec, y)
-    conv2 = conv(self.spec, self.features, sort_input=self.spec.sort_pool,
-                 name="conv2", **kw)
+    conv2 = conv(self.spec, self.features, name="conv2", **kw)
     # The second convolution is the branch's last linear map: an affine
     # residual folds its (1 - alpha) into that kernel (see AffineResidual).
     return Residual(self.spec, self.param_dtype, name="residual")(
-        x, branch=lambda scale: conv2(y, scale))
+        x, branch=lambda scale: conv2(y, scale, sort_input=self.spec.sort_pool))
 
 
 class ScaleBatchNorm(nn.Module):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
@@ -21,7 +20,8 @@ import numpy as np
 from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from nedenoise_jax import models
+from nedenoise_jax import files
+from nedenoise_jax.nn import models
 
 FORMAT = "nedenoise-jax-weights"
 VERSION = 1
@@ -83,22 +83,7 @@ def save_weights(path: str | os.PathLike, module: nn.Module, variables: Mapping,
   payload = {"header": json.dumps(header),
              "variables": jax.tree_util.tree_map(np.asarray, variables)}
   data = serialization.msgpack_serialize(payload)
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide shared weights from others
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  files.write_bytes(path, data)
   return path
 
 
@@ -121,7 +106,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict, dict]:
   return header, payload["variables"]
 
 
-def _check_expect(desc: Mapping, expect: Optional[Mapping[str, Any]], where: str) -> None:
+def check_expect(desc: Mapping, expect: Optional[Mapping[str, Any]], where: str) -> None:
   diffs = [f"  {k}: file has {desc.get(k)!r}, expected {v!r}" for k, v in (expect or {}).items()
            if desc.get(k) != (list(v) if isinstance(v, tuple) else v)]
   if diffs:
@@ -139,49 +124,10 @@ def load_weights(path: str | os.PathLike, *, expect: Optional[Mapping[str, Any]]
   """
   header, raw = read_weights(path)
   desc = header["model"]
-  _check_expect(desc, expect, os.fspath(path))
+  check_expect(desc, expect, os.fspath(path))
   module = models.from_description(desc)
   variables = merge_strict(module, raw, source=f"weights in {os.fspath(path)}")
   return module, variables
-
-
-def _checkpoint_location(path: str) -> tuple[str, Optional[int]]:
-  """(checkpoints directory, step or None for the latest) for a workdir or a step folder."""
-  if os.path.isdir(os.path.join(path, "state")) and os.path.isdir(os.path.join(path, "meta")):
-    parent, name = os.path.split(os.path.normpath(path))
-    if name.isdigit():
-      return parent, int(name)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return os.path.join(path, "checkpoints"), None
-  return path, None
-
-
-def load_checkpoint(path: str | os.PathLike, *, expect: Optional[Mapping[str, Any]] = None):
-  """``(module, variables)`` from a training workdir (latest step) or one step folder."""
-  import orbax.checkpoint as ocp
-
-  directory, step = _checkpoint_location(os.path.abspath(os.fspath(path)))
-  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise ValueError(f"{os.fspath(path)} holds no training checkpoint (looked in {directory})")
-  from nedenoise_jax import train  # local: training pulls in optax and orbax
-  import ml_collections
-
-  meta = train.restore_meta(mngr, step)
-  desc = meta["model"]
-  _check_expect(desc, expect, f"{directory} step {step}")
-  module = models.from_description(desc)
-  # The saved state's structure follows its config (optimizer state included);
-  # restore it onto this process's first device, whatever mesh wrote it.
-  config = ml_collections.ConfigDict(meta["config"])
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  state = train.restore_state(
-      mngr, step, train.abstract_state(module, train.create_optimizer(config), config, device))
-  raw = {"params": state.params}
-  if state.batch_stats:
-    raw["batch_stats"] = state.batch_stats
-  return module, merge_strict(module, raw, source=f"checkpoint {directory} step {step}")
 
 
 PRETRAINED_PREFIX = "pretrained:"
@@ -201,22 +147,3 @@ def pretrained_path(name: str) -> str:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no pretrained model {name!r}; shipped: {', '.join(pretrained_names()) or 'none'}")
   return path
-
-
-def load(path: str | os.PathLike, **kwargs):
-  """Loads a denoiser: ``module, variables = load(path)``.
-
-  ``path``: ``"pretrained:NAME"`` (weights shipped in the package, see
-  :func:`pretrained_names`), an exported weights file (see :func:`save_weights`), a training
-  workdir (its latest checkpoint) or one checkpoint step folder
-  (``WORKDIR/checkpoints/STEP``). ``expect``: optional :func:`models.create`
-  arguments the model must match.
-  """
-  p = os.fspath(path)
-  if p.startswith(PRETRAINED_PREFIX):
-    p = pretrained_path(p[len(PRETRAINED_PREFIX):])
-  if not os.path.exists(p):
-    raise FileNotFoundError(f"no weights file or training workdir at {p}")
-  if os.path.isdir(p):
-    return load_checkpoint(p, **kwargs)
-  return load_weights(p, **kwargs)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from nedenoise_jax import ops
-from nedenoise_jax.layers import (MODES, PRECOMPUTED, Conv, Dtype, ModeSpec, ResBlock, Residual,
+from nedenoise_jax.nn.layers import (MODES, PRECOMPUTED, Conv, Dtype, ModeSpec, ResBlock, Residual,
                                   constrained_kernel,
                                   ScaleBatchNorm, UpConv, activation, check_even, conv,
                                   mode_spec)
@@ -94,16 +94,16 @@ class FDnCNN(Denoiser):
   def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
     spec, noise_map, kw = self._start(x, sigma)
     h = _with_map(x, noise_map)
-    # With SortPool, each convolution sorts its input itself (fused with the
-    # reflect padding on the CPU, see layers.Conv.sort_input).
+    # With SortPool, each convolution sorts its input itself (the sort is
+    # fused with the reflect padding on the CPU, see layers.Conv.__call__).
     sort = spec.sort_pool
     for i in range(self.depth - 1):
       h = conv(spec, self.features, free_channels=0 if (i or self.blind) else 1,
-               sort_input=sort and i > 0, name=f"conv_{i}", **kw)(h)
+               name=f"conv_{i}", **kw)(h, sort_input=sort and i > 0)
       if not sort:
         h = activation(spec, h)
-    h = conv(spec, self.channels, use_bias=False, sort_input=sort and self.depth > 1,
-             name=f"conv_{self.depth - 1}", **kw)(h)
+    h = conv(spec, self.channels, use_bias=False, name=f"conv_{self.depth - 1}", **kw)(
+        h, sort_input=sort and self.depth > 1)
     return h.astype(x.dtype)
 
 
@@ -324,12 +324,12 @@ def effective_kernels(module: nn.Module, variables, x: Optional[jax.Array] = Non
   return kernels, sums
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _precompute_kernel(theta, constraint, free_channels, parametrization, in_call):
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _precompute_kernel(theta, constraint, free_channels, parametrization):
   # One program per kernel shape and configuration, kept across calls (a
   # jit of all of a model's layers at once compiled for ~1 s each time).
   work = jnp.promote_types(theta.dtype, jnp.float32)
-  return constrained_kernel(theta, work, constraint, free_channels, parametrization, in_call).astype(theta.dtype)
+  return constrained_kernel(theta, work, constraint, free_channels, parametrization).astype(theta.dtype)
 
 
 def prepare_inference(module: nn.Module, variables, x: Optional[jax.Array] = None, sigma=None):
@@ -357,7 +357,7 @@ def prepare_inference(module: nn.Module, variables, x: Optional[jax.Array] = Non
   def record(next_fun, args, kwargs, context):
     m = context.module
     if context.method_name == "effective_kernel" and m.constraint is not None:
-      found[m.path] = (m.constraint, m.free_channels, m.parametrization, m.forms_kernel_in_call())
+      found[m.path] = (m.constraint, m.free_channels, m.parametrization)
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(record):

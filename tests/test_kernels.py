@@ -1,4 +1,4 @@
-"""oneDNN CPU convolutions (cpu_conv): built where they can be, equal to XLA's, dispatched right."""
+"""The kernels layer: oneDNN CPU operations built where they can be, equal to XLA's, dispatched right."""
 
 import os
 
@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nedenoise_jax import cpu_conv, ops
+from nedenoise_jax import kernels, ops
+from nedenoise_jax.kernels import build, onednn as onednn_ops
 
 CASES = [  # x shape, kernel shape, strides, padding
     ((2, 9, 7, 3), (3, 3, 3, 5), 1, ((1, 1), (1, 1))),  # odd sizes, SAME
@@ -23,9 +24,9 @@ CASES = [  # x shape, kernel shape, strides, padding
 
 @pytest.fixture(scope="module")
 def onednn():
-  if not cpu_conv.will_use():
+  if not build.will_use():
     pytest.skip("no C++ compiler or oneDNN wheels here (the Linux x86-64 install has both)")
-  assert cpu_conv.available(), cpu_conv.unavailable_reason()
+  assert build.available(), build.unavailable_reason()
 
 
 def _random(shape, seed):
@@ -38,23 +39,23 @@ def _close(a, b, scale):
 
 def test_builds_where_the_toolchain_is_present():
   # On Linux x86-64 the package depends on the oneDNN wheels; with a compiler the build must work.
-  if cpu_conv.will_use():
-    assert cpu_conv.available(), cpu_conv.unavailable_reason()
-    assert cpu_conv.unavailable_reason() is None
+  if build.will_use():
+    assert build.available(), build.unavailable_reason()
+    assert build.unavailable_reason() is None
   else:
-    assert not cpu_conv.enabled() or cpu_conv.available()
+    assert not build.enabled() or build.available()
 
 
 @pytest.mark.parametrize("xs,ks,s,pad", CASES)
 def test_matches_xla_values_and_gradients(onednn, xs, ks, s, pad):
   x, k = _random(xs, 0), _random(ks, 1)
-  y = jax.jit(lambda x, k: cpu_conv.conv(x, k, s, pad))(x, k)
+  y = jax.jit(lambda x, k: onednn_ops.conv(x, k, s, pad))(x, k)
   ref = ops._xla_conv2d(x, k, s, pad)
   assert y.shape == ref.shape and y.dtype == jnp.float32
   scale = float(np.sqrt(np.prod(ks[:3])))
   _close(y, ref, scale)
   g = _random(ref.shape, 2)
-  dx, dk = jax.jit(jax.vjp(lambda x, k: cpu_conv.conv(x, k, s, pad), x, k)[1])(g)
+  dx, dk = jax.jit(jax.vjp(lambda x, k: onednn_ops.conv(x, k, s, pad), x, k)[1])(g)
   dxr, dkr = jax.vjp(lambda x, k: ops._xla_conv2d(x, k, s, pad), x, k)[1](g)
   _close(dx, dxr, scale)
   _close(dk, dkr, float(np.sqrt(np.prod(ref.shape[:3]))))
@@ -68,7 +69,7 @@ def test_second_order_gradients(onednn, xs, ks, s, pad):
     inner = lambda x, k: jnp.sum(jnp.tanh(conv(x, k, s, pad)))  # noqa: E731
     return jax.grad(lambda x, k: jnp.sum(jax.grad(inner, (0, 1))(x, k)[1] ** 2), (0, 1))(x, k)
 
-  got = jax.jit(lambda: curvature(cpu_conv.conv))()
+  got = jax.jit(lambda: curvature(onednn_ops.conv))()
   want = curvature(ops._xla_conv2d)
   for a, b in zip(got, want):
     _close(a, b, float(jnp.max(jnp.abs(b))) * 10)
@@ -77,7 +78,7 @@ def test_second_order_gradients(onednn, xs, ks, s, pad):
 def test_vmap(onednn):
   x, k = _random((3, 2, 6, 5, 2), 5), _random((3, 3, 2, 4), 6)
   pad = ((1, 1), (1, 1))
-  got = jax.vmap(lambda x: cpu_conv.conv(x, k, 1, pad))(x)
+  got = jax.vmap(lambda x: onednn_ops.conv(x, k, 1, pad))(x)
   want = jnp.stack([ops._xla_conv2d(xi, k, 1, pad) for xi in x])
   _close(got, want, 10)
 
@@ -89,61 +90,61 @@ def _uses_onednn(fn, *args) -> bool:
 def test_conv2d_dispatch(onednn, monkeypatch):
   x, k = _random((1, 8, 8, 2), 7), _random((3, 3, 2, 4), 8)
   same = ((1, 1), (1, 1))
-  assert _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, same), x, k)
-  assert _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, "VALID"), x, k)
+  assert _uses_onednn(lambda x, k: kernels.conv2d(x, k, 1, same), x, k)
+  assert _uses_onednn(lambda x, k: kernels.conv2d(x, k, 1, "VALID"), x, k)
   # Windows that do not tile the input (stride 2 on 7 pixels) stay on XLA, with the same result.
   odd = _random((1, 7, 7, 2), 9)
   k2 = _random((2, 2, 2, 4), 10)
-  assert not _uses_onednn(lambda x, k: ops.conv2d(x, k, 2, "VALID"), odd, k2)
-  np.testing.assert_allclose(ops.conv2d(odd, k2, 2, "VALID"), ops._xla_conv2d(odd, k2, 2, "VALID"))
+  assert not _uses_onednn(lambda x, k: kernels.conv2d(x, k, 2, "VALID"), odd, k2)
+  np.testing.assert_allclose(kernels.conv2d(odd, k2, 2, "VALID"), ops._xla_conv2d(odd, k2, 2, "VALID"))
   with jax.enable_x64(True):  # float64 is XLA's
     x64, k64 = x.astype(jnp.float64), k.astype(jnp.float64)
-    assert not _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, same), x64, k64)
-  monkeypatch.setenv(cpu_conv.ENV, "xla")
-  assert not _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, same), x, k)
+    assert not _uses_onednn(lambda x, k: kernels.conv2d(x, k, 1, same), x64, k64)
+  monkeypatch.setenv(build.ENV, "xla")
+  assert not _uses_onednn(lambda x, k: kernels.conv2d(x, k, 1, same), x, k)
 
 
 def test_gpu_lowering_keeps_xla_conv(onednn):
   # platform_dependent: lowered for a GPU, the program has no CPU custom call.
   x, k = _random((1, 8, 8, 2), 11), _random((3, 3, 2, 4), 12)
-  lowered = jax.jit(lambda x, k: ops.conv2d(x, k, 1, ((1, 1), (1, 1)))).trace(x, k).lower(
+  lowered = jax.jit(lambda x, k: kernels.conv2d(x, k, 1, ((1, 1), (1, 1)))).trace(x, k).lower(
       lowering_platforms=("cuda",))
   text = lowered.as_text()
   assert "nedenoise_conv" not in text and "convolution" in text
 
 
 def test_bad_mode_is_named(monkeypatch):
-  monkeypatch.setenv(cpu_conv.ENV, "fast")
+  monkeypatch.setenv(build.ENV, "fast")
   with pytest.raises(ValueError, match="NEDENOISE_CPU_CONV"):
-    cpu_conv.enabled()
+    build.enabled()
 
 
 def test_supports():
-  assert cpu_conv.supports((1, 8, 8, 2), (3, 3, 2, 4), jnp.float32, 1, ((1, 1), (1, 1)))
-  assert not cpu_conv.supports((1, 8, 8, 2), (3, 3, 2, 4), jnp.float16, 1, ((1, 1), (1, 1)))
-  assert not cpu_conv.supports((1, 7, 7, 2), (2, 2, 2, 4), jnp.float32, 2, ((0, 0), (0, 0)))
-  assert not cpu_conv.supports((1, 8, 8, 2), (3, 3, 3, 4), jnp.float32, 1, ((1, 1), (1, 1)))
-  assert not cpu_conv.supports((1, 2, 2, 2), (5, 5, 2, 4), jnp.float32, 1, ((0, 0), (0, 0)))
+  assert onednn_ops.supports((1, 8, 8, 2), (3, 3, 2, 4), jnp.float32, 1, ((1, 1), (1, 1)))
+  assert not onednn_ops.supports((1, 8, 8, 2), (3, 3, 2, 4), jnp.float16, 1, ((1, 1), (1, 1)))
+  assert not onednn_ops.supports((1, 7, 7, 2), (2, 2, 2, 4), jnp.float32, 2, ((0, 0), (0, 0)))
+  assert not onednn_ops.supports((1, 8, 8, 2), (3, 3, 3, 4), jnp.float32, 1, ((1, 1), (1, 1)))
+  assert not onednn_ops.supports((1, 2, 2, 2), (5, 5, 2, 4), jnp.float32, 1, ((0, 0), (0, 0)))
 
 
 def test_failed_build_falls_back_to_xla(monkeypatch, caplog):
-  monkeypatch.setitem(cpu_conv._state, "tried", True)
-  monkeypatch.setitem(cpu_conv._state, "error", "RuntimeError: no compiler")
-  monkeypatch.setenv(cpu_conv.ENV, "auto")
-  assert not cpu_conv.enabled()
+  monkeypatch.setitem(build._state, "tried", True)
+  monkeypatch.setitem(build._state, "error", "RuntimeError: no compiler")
+  monkeypatch.setenv(build.ENV, "auto")
+  assert not build.enabled()
   x, k = _random((1, 8, 8, 2), 13), _random((3, 3, 2, 4), 14)
-  assert not _uses_onednn(lambda x, k: ops.conv2d(x, k, 1, ((1, 1), (1, 1))), x, k)
-  monkeypatch.setenv(cpu_conv.ENV, "onednn")
+  assert not _uses_onednn(lambda x, k: kernels.conv2d(x, k, 1, ((1, 1), (1, 1))), x, k)
+  monkeypatch.setenv(build.ENV, "onednn")
   with pytest.raises(RuntimeError, match="no compiler"):
-    cpu_conv.enabled()
+    build.enabled()
 
 
 def test_build_cache_is_reused(onednn, tmp_path, monkeypatch):
-  monkeypatch.setenv(cpu_conv.CACHE_ENV, str(tmp_path))
-  path = cpu_conv._build()
+  monkeypatch.setenv(build.CACHE_ENV, str(tmp_path))
+  path = build._build()
   assert os.path.dirname(path) == str(tmp_path) and os.path.getsize(path) > 0
   mtime = os.path.getmtime(path)
-  assert cpu_conv._build() == path and os.path.getmtime(path) == mtime
+  assert build._build() == path and os.path.getmtime(path) == mtime
   assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]  # no temporary left
 
 
@@ -165,7 +166,7 @@ def test_reflect_padded_matches_xla(onednn, xs, ks, pad):
   # The padding inside the call (and its fold in the input gradient) equals
   # reflect_pad followed by a VALID convolution.
   x, k = _random(xs, 20), _random(ks, 21)
-  conv = lambda x, k: cpu_conv.conv(x, k, 1, pad, reflect=True)  # noqa: E731
+  conv = lambda x, k: onednn_ops.conv(x, k, 1, pad, reflect=True)  # noqa: E731
   y = jax.jit(conv)(x, k)
   ref = _xla_reflect(x, k, pad)
   scale = float(np.sqrt(np.prod(ks[:3])))
@@ -186,7 +187,7 @@ def test_reflect_padded_second_order(onednn):
     inner = lambda x, k: jnp.sum(jnp.tanh(conv(x, k)))  # noqa: E731
     return jax.grad(lambda x, k: jnp.sum(jax.grad(inner, (0, 1))(x, k)[0] ** 2), (0, 1))(x, k)
 
-  got = jax.jit(lambda: curvature(lambda x, k: cpu_conv.conv(x, k, 1, pad, reflect=True)))()
+  got = jax.jit(lambda: curvature(lambda x, k: onednn_ops.conv(x, k, 1, pad, reflect=True)))()
   want = curvature(lambda x, k: _xla_reflect(x, k, pad))
   for a, b in zip(got, want):
     _close(a, b, float(jnp.max(jnp.abs(b))) * 10)
@@ -195,26 +196,25 @@ def test_reflect_padded_second_order(onednn):
 def test_reflect_padded_conv2d_dispatch(onednn):
   x, k = _random((1, 9, 8, 2), 25), _random((3, 3, 2, 4), 26)
   same = ((1, 1), (1, 1))
-  text = jax.jit(lambda x, k: ops.conv2d(x, k, 1, same, pad_mode="reflect")).lower(x, k).as_text()
+  text = jax.jit(lambda x, k: kernels.conv2d(x, k, 1, same, pad_mode="reflect")).lower(x, k).as_text()
   assert "nedenoise_rconv_fwd" in text and "gather" not in text
   # Lowered for a GPU: reflect_pad and XLA's convolution.
-  gpu = jax.jit(lambda x, k: ops.conv2d(x, k, 1, same, pad_mode="reflect")).trace(x, k).lower(
+  gpu = jax.jit(lambda x, k: kernels.conv2d(x, k, 1, same, pad_mode="reflect")).trace(x, k).lower(
       lowering_platforms=("cuda",)).as_text()
   assert "nedenoise" not in gpu and "convolution" in gpu
-  np.testing.assert_allclose(ops.conv2d(x, k, 1, same, pad_mode="reflect"),
+  np.testing.assert_allclose(kernels.conv2d(x, k, 1, same, pad_mode="reflect"),
                              _xla_reflect(x, k, same), atol=1e-5)
   with pytest.raises(ValueError, match="explicit padding"):
-    ops.conv2d(x, k, 1, "SAME", pad_mode="reflect")
+    kernels.conv2d(x, k, 1, "SAME", pad_mode="reflect")
   with pytest.raises(ValueError, match="pad_mode"):
-    ops.conv2d(x, k, 1, same, pad_mode="wrap")
+    kernels.conv2d(x, k, 1, same, pad_mode="wrap")
 
 
-@pytest.mark.parametrize("layout", ("pairs", "halves"))
-def test_sort_pool_matches_xla(onednn, layout):
-  xla = ops._sort_pairs if layout == "pairs" else ops._sort_halves
-  cpu = lambda x: cpu_conv.sort_pool(x, layout)  # noqa: E731
+def test_sort_pool_matches_xla(onednn):
+  xla = ops.sort_pool
+  cpu = onednn_ops.sort_pool
   x = _random((3, 5, 7, 8), 27)
-  partner = 1 if layout == "pairs" else 4
+  partner = 1
   x = x.at[0, 0, 0, 0].set(x[0, 0, 0, partner])  # a tie: min <- first, max <- second
   g = _random(x.shape, 28)
   np.testing.assert_array_equal(jax.jit(cpu)(x), xla(x))
@@ -233,29 +233,25 @@ def test_sort_pool_matches_xla(onednn, layout):
   assert bool(jnp.isnan(cpu(xn)[1, 1, 1]).any())
   with pytest.raises(ValueError, match="even last axis"):
     cpu(_random((2, 3), 30))
-  with pytest.raises(ValueError, match="layout"):
-    cpu_conv.sort_pool(x, "rows")
 
 
-@pytest.mark.parametrize("layout", ("pairs", "halves"))
-def test_sort_pool_dispatch(onednn, layout):
+def test_sort_pool_dispatch(onednn):
   x = _random((2, 4, 4, 6), 31)
-  text = jax.jit(lambda x: ops.sort_pool(x, layout)).lower(x).as_text()
+  text = jax.jit(kernels.sort_pool).lower(x).as_text()
   assert "nedenoise_sortpool_fwd" in text
   with jax.enable_x64(True):
     x64 = x.astype(jnp.float64)
-    assert "nedenoise" not in jax.jit(lambda x: ops.sort_pool(x, layout)).lower(x64).as_text()
+    assert "nedenoise" not in jax.jit(kernels.sort_pool).lower(x64).as_text()
 
 
-@pytest.mark.parametrize("layout", ("pairs", "halves"))
 @pytest.mark.parametrize("xs,ks,pad", REFLECT_CASES[:2] + REFLECT_CASES[3:])
-def test_sort_pool_conv_matches_xla(onednn, xs, ks, pad, layout):
+def test_sort_pool_conv_matches_xla(onednn, xs, ks, pad):
   # SortPool fused into the padding: values, gradients and second order as sort_pool then conv.
   xs = xs[:3] + (2 * xs[3],)
   ks = ks[:2] + (2 * ks[2], ks[3])
   z, k = _random(xs, 32), _random(ks, 33) * 0.3
-  xla = ops._sort_pairs if layout == "pairs" else ops._sort_halves
-  fused = lambda z, k: cpu_conv.sort_pool_conv(z, k, 1, pad, layout)  # noqa: E731
+  xla = ops.sort_pool
+  fused = lambda z, k: onednn_ops.sort_pool_conv(z, k, 1, pad)  # noqa: E731
   plain = lambda z, k: _xla_reflect(xla(z), k, pad)  # noqa: E731
   scale = float(np.sqrt(np.prod(ks[:3])))
   _close(jax.jit(fused)(z, k), plain(z, k), scale)
@@ -295,7 +291,7 @@ AFFINE_CASES = [  # x shape, theta shape, reflect padding, free channels, total,
     ((2, 9, 7, 3), (3, 3, 3, 5), ((1, 1), (1, 1)), 0, 1.0, None),  # odd sizes
     ((1, 7, 6, 2), (3, 3, 2, 6), ((1, 1), (1, 1)), 1, 1.0, None),  # a free noise-map channel
     ((2, 6, 5, 6), (3, 3, 6, 4), ((1, 1), (1, 1)), 0, 0.0, "pairs"),  # zero-sum, after a SortPool
-    ((1, 6, 7, 6), (4, 4, 6, 3), ((1, 2), (2, 1)), 0, 1.0, "halves"),  # even kernel, asymmetric
+    ((1, 6, 7, 6), (4, 4, 6, 3), ((1, 2), (2, 1)), 0, 1.0, "pairs"),  # even kernel, asymmetric
     ((1, 7, 6, 2), (5, 5, 2, 3), ((2, 2), (2, 2)), 1, 1.0, None),  # 5x5: anchor (2, 2)
     ((2, 5, 6, 32), (3, 3, 32, 48), ((1, 1), (1, 1)), 0, 1.0, "pairs"),  # blocked kernel layouts
     ((1, 6, 5, 32), (3, 3, 32, 1), ((1, 1), (1, 1)), 0, 1.0, None),  # one output channel
@@ -304,7 +300,7 @@ AFFINE_CASES = [  # x shape, theta shape, reflect padding, free channels, total,
 
 def _affine_reference(x, theta, scale, pad, free, total, sort):
   k = ops.affine_kernel(theta, free_channels=free, total=total) * scale
-  return _xla_reflect(ops._XLA_SORTS[sort](x) if sort else x, k, pad)
+  return _xla_reflect(ops.sort_pool(x) if sort else x, k, pad)
 
 
 @pytest.mark.parametrize("xs,ks,pad,free,total,sort", AFFINE_CASES)
@@ -312,7 +308,7 @@ def test_affine_conv_matches_xla(onednn, xs, ks, pad, free, total, sort):
   # The kernel formed inside the call (scaled, anchors written over the
   # reordered parameters) and the gradients of theta and scale from it.
   x, theta, scale = _random(xs, 40), _random(ks, 41) * 0.3, jnp.float32(0.7)
-  conv = lambda x, t, s: cpu_conv.affine_conv(x, t, s, 1, pad, free_channels=free, total=total,  # noqa: E731
+  conv = lambda x, t, s: onednn_ops.affine_conv(x, t, s, 1, pad, free_channels=free, total=total,  # noqa: E731
                                               sort=sort)
   ref = lambda x, t, s: _affine_reference(x, t, s, pad, free, total, sort)  # noqa: E731
   y, want = jax.jit(conv)(x, theta, scale), ref(x, theta, scale)
@@ -338,39 +334,37 @@ def test_affine_conv_matches_xla(onednn, xs, ks, pad, free, total, sort):
 def test_affine_conv_vmap_and_errors(onednn):
   pad = ((1, 1), (1, 1))
   xs, ts = _random((3, 1, 6, 5, 2), 43), _random((3, 3, 3, 2, 4), 44)
-  conv = lambda x, t: cpu_conv.affine_conv(x, t, jnp.float32(1.0), 1, pad)  # noqa: E731
+  conv = lambda x, t: onednn_ops.affine_conv(x, t, jnp.float32(1.0), 1, pad)  # noqa: E731
   ref = lambda x, t: _affine_reference(x, t, 1.0, pad, 0, 1.0, None)  # noqa: E731
   _close(jax.jit(jax.vmap(conv))(xs, ts), jax.vmap(ref)(xs, ts), 3.0)
   with pytest.raises(ValueError, match="affine_conv does not take"):
-    cpu_conv.affine_conv(xs[0], ts[0], jnp.ones((2,)), 1, pad)
+    onednn_ops.affine_conv(xs[0], ts[0], jnp.ones((2,)), 1, pad)
   with pytest.raises(ValueError, match="affine_conv does not take"):
-    cpu_conv.affine_conv(xs[0], ts[0], jnp.float32(1.0), 1, pad, free_channels=2)
-  with pytest.raises(ValueError, match="layout"):
-    cpu_conv.affine_conv(xs[0], ts[0], jnp.float32(1.0), 1, pad, sort="triples")
+    onednn_ops.affine_conv(xs[0], ts[0], jnp.float32(1.0), 1, pad, free_channels=2)
 
 
 @pytest.mark.parametrize("ks,free,total", [((3, 3, 5, 7), 0, 1.0), ((3, 3, 2, 64), 1, 1.0),
                                            ((4, 4, 3, 2), 0, 0.0)])
 def test_cpu_affine_kernel_is_the_kernel_the_call_forms(onednn, ks, free, total):
   theta = _random(ks, 45)
-  k = jax.jit(lambda t: cpu_conv.affine_kernel(t, free_channels=free, total=total))(theta)
+  k = jax.jit(lambda t: onednn_ops.affine_kernel(t, free_channels=free, total=total))(theta)
   np.testing.assert_allclose(k, ops.affine_kernel(theta, free_channels=free, total=total), rtol=0, atol=1e-5)
   sums = ops.kernel_sums(k, free_channels=free)
   np.testing.assert_allclose(sums, np.full(ks[3], total), atol=1e-5)
   # Bit for bit the kernel of affine_conv: the convolution with it equals the call.
   x, pad = _random((1, 6, 7, ks[2]), 46), ops.same_padding(ks[:2])
   np.testing.assert_array_equal(
-      jax.jit(lambda x, t: cpu_conv.affine_conv(x, t, jnp.float32(1.0), 1, pad, free_channels=free,
+      jax.jit(lambda x, t: onednn_ops.affine_conv(x, t, jnp.float32(1.0), 1, pad, free_channels=free,
                                                 total=total))(x, theta),
-      jax.jit(lambda x, k: cpu_conv.conv(x, k, 1, pad, reflect=True))(x, k))
+      jax.jit(lambda x, k: onednn_ops.conv(x, k, 1, pad, reflect=True))(x, k))
   g = _random(ks, 47)
-  _close(jax.vjp(lambda t: cpu_conv.affine_kernel(t, free_channels=free, total=total), theta)[1](g)[0],
+  _close(jax.vjp(lambda t: onednn_ops.affine_kernel(t, free_channels=free, total=total), theta)[1](g)[0],
          jax.vjp(lambda t: ops.affine_kernel(t, free_channels=free, total=total), theta)[1](g)[0], 1.0)
 
 
 def test_affine_conv2d_dispatch(onednn):
   x, theta, pad = _random((1, 9, 8, 4), 48), _random((3, 3, 4, 4), 49), ((1, 1), (1, 1))
-  f = lambda x, t, s: ops.affine_conv2d(x, t, s, 1, pad, sort_layout="pairs")  # noqa: E731
+  f = lambda x, t, s: kernels.affine_conv2d(x, t, s, 1, pad, sort_input=True)  # noqa: E731
   s = jnp.float32(0.5)
   assert "nedenoise_mconv_fwd" in jax.jit(f).lower(x, theta, s).as_text()
   gpu = jax.jit(f).trace(x, theta, s).lower(lowering_platforms=("cuda",)).as_text()
@@ -380,7 +374,7 @@ def test_affine_conv2d_dispatch(onednn):
   x64 = x.astype(jnp.float64) if jax.config.jax_enable_x64 else None
   if x64 is not None:
     assert "nedenoise" not in jax.jit(f).lower(x64, theta.astype(jnp.float64), s.astype(jnp.float64)).as_text()
-  text = jax.jit(lambda x, t: ops.affine_conv2d(x, t, None, 1, ((0, 0), (0, 0)))).lower(x, theta).as_text()
+  text = jax.jit(lambda x, t: kernels.affine_conv2d(x, t, None, 1, ((0, 0), (0, 0)))).lower(x, theta).as_text()
   assert "nedenoise_mconv" not in text
 
 
@@ -388,47 +382,47 @@ def test_scale_grad_matches_xla(onednn):
   # (alpha*g, sum(g*x)) in one pass: values, its own gradient and the error.
   g, x = _random((3, 17, 9, 10), 40), _random((3, 17, 9, 10), 41) + 5.0
   alpha = jnp.float32(0.3)
-  gx, ga = jax.jit(cpu_conv.scale_grad)(g, x, alpha)
+  gx, ga = jax.jit(onednn_ops.scale_grad)(g, x, alpha)
   np.testing.assert_array_equal(gx, alpha * g)
   # Float32 products summed: the error scales with sum |g*x| (here ~100x the sum).
   exact, size = np.vdot(np.float64(g), np.float64(x)), np.sum(np.abs(np.float64(g) * np.float64(x)))
   assert abs(float(ga) - exact) <= 1e-6 * size
   ct = (_random(g.shape, 42), jnp.float32(1.7))
-  got = jax.vjp(cpu_conv.scale_grad, g, x, alpha)[1](ct)
-  want = jax.vjp(ops._xla_scale_grad, g, x, alpha)[1](ct)
+  got = jax.vjp(onednn_ops.scale_grad, g, x, alpha)[1](ct)
+  want = jax.vjp(ops.scale_grad, g, x, alpha)[1](ct)
   for a, b in zip(got, want):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  assert "nedenoise_scale_grad" in jax.jit(jax.grad(lambda x, a: jnp.sum(ops.scale_add(x, x, a) ** 2), (0, 1))).lower(
+  assert "nedenoise_scale_grad" in jax.jit(jax.grad(lambda x, a: jnp.sum(kernels.scale_add(x, x, a) ** 2), (0, 1))).lower(
       x, alpha).as_text()
   with pytest.raises(ValueError, match="one shape"):
-    cpu_conv.scale_grad(g, x[:1], alpha)
+    onednn_ops.scale_grad(g, x[:1], alpha)
 
 
 def test_combination_grad_matches_xla(onednn):
   # (alpha*g, g - alpha*g, sum(g*(x - y))) in one pass: values, its own gradient and the error.
   g, x, y = _random((3, 17, 9, 10), 50), _random((3, 17, 9, 10), 51) + 5.0, _random((3, 17, 9, 10), 52) - 3.0
   alpha = jnp.float32(0.3)
-  gx, gy, ga = jax.jit(cpu_conv.combination_grad)(g, x, y, alpha)
+  gx, gy, ga = jax.jit(onednn_ops.combination_grad)(g, x, y, alpha)
   np.testing.assert_array_equal(gx, alpha * g)
   np.testing.assert_array_equal(gy, g - alpha * g)
   d = np.float64(x) - np.float64(y)
   exact, size = np.vdot(np.float64(g), d), np.sum(np.abs(np.float64(g) * d))
   assert abs(float(ga) - exact) <= 1e-6 * size
   ct = (_random(g.shape, 53), _random(g.shape, 54), jnp.float32(1.7))
-  got = jax.vjp(cpu_conv.combination_grad, g, x, y, alpha)[1](ct)
-  want = jax.vjp(ops._xla_combination_grad, g, x, y, alpha)[1](ct)
+  got = jax.vjp(onednn_ops.combination_grad, g, x, y, alpha)[1](ct)
+  want = jax.vjp(ops.combination_grad, g, x, y, alpha)[1](ct)
   for a, b in zip(got, want):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   # affine_combination's gradient takes it on the CPU, and equals XLA's formula.
-  loss = lambda x, y, a: jnp.sum(jnp.sin(ops.affine_combination(x, y, a)))  # noqa: E731
+  loss = lambda x, y, a: jnp.sum(jnp.sin(kernels.affine_combination(x, y, a)))  # noqa: E731
   assert "nedenoise_combination_grad" in jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, y, alpha).as_text()
-  cos = jnp.cos(ops.affine_combination(x, y, alpha))
-  got, want = jax.grad(loss, (0, 1, 2))(x, y, alpha), ops._xla_combination_grad(cos, x, y, alpha)
+  cos = jnp.cos(kernels.affine_combination(x, y, alpha))
+  got, want = jax.grad(loss, (0, 1, 2))(x, y, alpha), ops.combination_grad(cos, x, y, alpha)
   for a, b in zip(got[:2], want[:2]):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(got[2], want[2], rtol=1e-5)
   with pytest.raises(ValueError, match="one shape"):
-    cpu_conv.combination_grad(g, x, y[:1], alpha)
+    onednn_ops.combination_grad(g, x, y[:1], alpha)
 
 
 def test_ne_drunet_gradients_sharded_over_8_devices_equal_one_device(onednn):

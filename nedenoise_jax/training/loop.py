@@ -26,20 +26,16 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nedenoise_jax import cpu_conv, data, metrics, models, ops, xla_options
+from nedenoise_jax import data, files, ops
+from nedenoise_jax.evaluation import evaluate as evaluation, metrics, noise
+from nedenoise_jax.kernels import build as kernel_build, xla_options
+from nedenoise_jax.nn import models
+from nedenoise_jax.training import checkpoints
+from nedenoise_jax.training.state import TrainState, abstract_state, create_optimizer, init_state
 
 
 class TrainingError(RuntimeError):
   """Training cannot go on (non-finite loss, wrong workdir, ...)."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  key: jax.Array  # raw uint32 key data, for checkpoints
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -52,35 +48,11 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
                        parametrization=m.parametrization, dtype=jnp.dtype(m.dtype), **kwargs)
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  t = config.train
-  if t.schedule == "constant":
-    lr = optax.constant_schedule(t.learning_rate)
-  elif t.schedule == "step":
-    lr = optax.exponential_decay(t.learning_rate, t.schedule_steps, 0.5, staircase=True)
-  elif t.schedule == "cosine":
-    lr = optax.cosine_decay_schedule(t.learning_rate, max(1, t.steps - t.warmup_steps))
-  else:
-    raise ValueError(f"config.train.schedule={t.schedule!r}; expected constant, step or cosine")
-  if t.warmup_steps:
-    lr = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps), lr],
-                              [t.warmup_steps])
-  if t.optimizer == "adam":
-    opt = optax.adam(lr)
-  elif t.optimizer == "adamw":
-    opt = optax.adamw(lr, weight_decay=t.weight_decay)
-  else:
-    raise ValueError(f"config.train.optimizer={t.optimizer!r}; expected adam or adamw")
-  if t.grad_clip:
-    opt = optax.chain(optax.clip_by_global_norm(t.grad_clip), opt)
-  return opt
-
-
 def configure_cpu_devices(requested: int, batch_size: int) -> None:
   """Splits the CPU into several JAX devices, before any computation.
 
   ``requested``: a device count, 0 to leave JAX's default, or -1 to choose:
-  one device when the convolutions go to oneDNN (:mod:`cpu_conv`), which
+  one device when the convolutions go to oneDNN (:mod:`nedenoise_jax.kernels`), which
   spreads each one over every core (two devices of one core each were 1.5x
   slower for FDnCNN's training step on 2 cores); otherwise one device per
   core, each with its shard of the batch, since XLA's own CPU convolutions
@@ -89,7 +61,7 @@ def configure_cpu_devices(requested: int, batch_size: int) -> None:
   """
   if requested == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
     return
-  if requested < 0 and cpu_conv.will_use():
+  if requested < 0 and kernel_build.will_use():
     n = 1
   else:
     n = requested if requested > 0 else max(
@@ -111,27 +83,6 @@ def check_batch(global_batch: int, mesh: Mesh) -> None:
                      f"{max(n_dev, global_batch // n_dev * n_dev)}")
 
 
-def init_state(module: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
-               config: ml_collections.ConfigDict) -> TrainState:
-  c = config.model.channels
-  x = jnp.zeros((1, config.train.patch_size, config.train.patch_size, c), jnp.float32)
-  sigma = None if config.model.blind else jnp.zeros((1,), jnp.float32)
-  init_key, noise_key = jax.random.split(key)
-  variables = module.init(init_key, x, sigma)
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    key=jax.random.key_data(noise_key))
-
-
-def abstract_state(module: nn.Module, tx: optax.GradientTransformation,
-                   config: ml_collections.ConfigDict, sharding) -> TrainState:
-  """Shapes, dtypes and ``sharding`` of the state, to restore a checkpoint into."""
-  shapes = jax.eval_shape(lambda: init_state(module, tx, jax.random.key(0), config))
-  return jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shapes)
-
-
 def train_step(state: TrainState, batch: dict, *, module: nn.Module,
                tx: optax.GradientTransformation, loss: str, blind: bool):
   """One optimization step. ``batch``: ``{"clean": (B, P, P, C), "sigma": (B,)}``.
@@ -141,7 +92,7 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module,
   """
   key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
   clean, sigma = batch["clean"], batch["sigma"]
-  noisy = clean + sigma[:, None, None, None] * jax.random.normal(key, clean.shape, clean.dtype)
+  noisy = noise.add_gaussian(key, clean, sigma)
   sig = None if blind else sigma
   has_bn = bool(state.batch_stats)
 
@@ -170,73 +121,7 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module,
   return new, {"loss": value, "grad_norm": grad_norm, "finite": finite}
 
 
-def scored_denoise_fn(module: nn.Module, blind: bool):
-  """Jitted ``fn(variables, noisy, clean, sigma) -> (psnr, ssim, psnr of noisy)``, each ``(N,)``.
-
-  ``sigma`` is ignored when ``blind``.
-  """
-
-  @xla_options.jit
-  def fn(variables, noisy, clean, sigma):
-    den = module.apply(variables, noisy, None if blind else sigma)
-    return metrics.psnr(den, clean), metrics.ssim(den, clean), metrics.psnr(noisy, clean)
-
-  return fn
-
-
-def evaluate(module: nn.Module, variables, images, sigmas_255, *, blind: bool, seed: int = 0):
-  """Mean PSNR/SSIM over ``images`` at each sigma (0-255 scale), fixed noise per image.
-
-  Returns ``{sigma: {"psnr": mean, "ssim": mean, "psnr_noisy": mean}}``.
-  """
-  from nedenoise_jax.evaluate import noisy_image
-
-  fn = scored_denoise_fn(module, blind)
-  out = {}
-  for s in sigmas_255:
-    ps, ss, pn = [], [], []
-    for i, img in enumerate(images):
-      clean = img[None].astype(np.float32)
-      noisy = noisy_image(clean, s, i, seed)  # the same noise as python -m nedenoise_jax.evaluate
-      p, q, n = jax.device_get(fn(variables, noisy, clean, jnp.float32(s / 255.0)))
-      ps.append(float(p[0]))
-      ss.append(float(q[0]))
-      pn.append(float(n[0]))
-    out[float(s)] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
-                     "psnr_noisy": float(np.mean(pn))}
-  return out
-
-
 # --------------------------------------------------------------------------- checkpoints
-
-
-def _manager(workdir: str, config: ml_collections.ConfigDict):
-  import orbax.checkpoint as ocp
-
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.keep, create=True,
-                                         enable_async_checkpointing=config.checkpoint.async_save)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
-
-
-def _save(mngr, step: int, state: TrainState, meta: dict) -> None:
-  import orbax.checkpoint as ocp
-
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          meta=ocp.args.JsonSave(meta)), force=True)
-
-
-def restore_meta(mngr, step: int) -> dict:
-  import orbax.checkpoint as ocp
-
-  return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-
-def restore_state(mngr, step: int, abstract_state: TrainState) -> TrainState:
-  import orbax.checkpoint as ocp
-
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state)))
-  return restored["state"]
 
 
 # --------------------------------------------------------------------------- the loop
@@ -287,10 +172,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   batch_sharding = NamedSharding(mesh, P("data"))
   meta = _model_meta(module, config)
 
-  mngr = _manager(workdir, config)
+  mngr = checkpoints.manager(workdir, config)
   latest = mngr.latest_step()
   if latest is not None:
-    saved = restore_meta(mngr, latest)
+    saved = checkpoints.restore_meta(mngr, latest)
     if saved.get("model") != meta["model"]:
       raise TrainingError(
           f"{workdir} holds a checkpoint (step {latest}) of another model:\n  saved:  "
@@ -298,8 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           "Use a new --workdir; nothing was overwritten.")
   if is_main:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=2))
+    files.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
 
   key = jax.random.key(config.seed)
   init = xla_options.jit(functools.partial(init_state, module, tx, config=config),
@@ -308,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = init(key)
     start = 0
   else:
-    state = restore_state(mngr, latest, abstract_state(module, tx, config, replicated))
+    state = checkpoints.restore_state(mngr, latest, abstract_state(module, tx, config, replicated))
     start = int(latest)
 
   step_fn = xla_options.jit(
@@ -377,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
           bar.update(step - bar.n)
       if step % config.checkpoint.every_steps == 0 or step == end or stop["signal"] is not None:
-        _save(mngr, step, state, meta)
+        checkpoints.save(mngr, step, state, meta)
         last_good = step
       if config.train.eval_every and step % config.train.eval_every == 0 and step != end:
         _validate(module, state, config, writer, step)
@@ -410,8 +294,8 @@ def _validate(module, state, config, writer, step) -> dict:
   variables = {"params": state.params}
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
-  res = evaluate(module, variables, images, config.noise.val_sigmas, blind=config.model.blind,
-                 seed=config.seed)
+  res = evaluation.mean_scores(module, variables, images, config.noise.val_sigmas, blind=config.model.blind,
+                               seed=config.seed)
   scalars = {}
   for s, r in res.items():
     scalars[f"val/psnr_sigma{s:g}"] = r["psnr"]

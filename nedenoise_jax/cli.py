@@ -1,0 +1,109 @@
+"""The ``nedenoise`` command: one entry point for every job of the package.
+
+    nedenoise train --config NAME_OR_PATH[:ARGS] --workdir DIR [--config.KEY=VALUE ...]
+    nedenoise denoise INPUT ... --out DIR [--model PATH_OR_NAME] [--sigma S]
+    nedenoise evaluate --model SPEC ... --data SOURCE ... --out DIR
+    nedenoise analyze filters|svd|dilemma|all --model SPEC ... --out DIR
+    nedenoise convert-torch CHECKPOINT.pth --arch ARCH --mode MODE [--blind] --out FILE
+    nedenoise prepare-tfds NAME ... (--manual_dir DIR | --data_root DIR)
+
+``NAME`` in ``train --config`` is a config shipped in the package
+(:mod:`nedenoise_jax.configs`: quickstart, fdncnn, dncnn, drunet,
+generalization); a path to a ``.py`` file works too. Each subcommand takes
+the flags of its module (``nedenoise SUB --help``); ``python train.py`` and
+``python -m nedenoise_jax.SUB`` are the same commands from a checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional, Sequence
+
+SUBCOMMANDS = ("train", "denoise", "evaluate", "analyze", "convert-torch", "prepare-tfds")
+
+
+def resolve_config(spec: str) -> str:
+  """``quickstart:ARGS`` -> ``/…/nedenoise_jax/configs/quickstart.py:ARGS``; paths pass through."""
+  path, sep, args = spec.partition(":")
+  if path.endswith(".py") or os.sep in path or os.path.exists(path):
+    return spec
+  from nedenoise_jax import configs
+
+  return configs.path(path) + sep + args
+
+
+def _define_train_flags():
+  from absl import flags
+  from ml_collections import config_flags
+
+  if "workdir" in flags.FLAGS:
+    return flags.FLAGS
+  config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the resolved config.")
+  flags.DEFINE_integer("stop_after", None, "Stop (with a checkpoint) after this many steps of this run.")
+  flags.DEFINE_integer(
+      "cpu_devices", -1,
+      "CPU only: split the host into this many JAX devices (-1: one when the convolutions run on "
+      "oneDNN, else one per core reduced to a divisor of the batch size; 0: JAX's default). "
+      "Ignored when XLA_FLAGS sets the count.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  return flags.FLAGS
+
+
+def train(argv: Sequence[str]) -> None:
+  """``argv[0]`` the program name, then the flags of ``train.py``; ``--config`` may name a shipped config."""
+  from absl import app, logging
+
+  argv = list(argv)
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      argv[i] = "--config=" + resolve_config(a[len("--config="):])
+    elif a == "--config" and i + 1 < len(argv):
+      argv[i + 1] = resolve_config(argv[i + 1])
+  FLAGS = _define_train_flags()
+
+  def main(rest):
+    if len(rest) > 1:
+      raise app.UsageError(f"unexpected arguments: {rest[1:]}")
+    from nedenoise_jax.training import loop
+
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    loop.configure_cpu_devices(FLAGS.cpu_devices, FLAGS.config.train.batch_size)
+    summary = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, stop_after=FLAGS.stop_after)
+    loop.print_summary(summary)
+
+  app.run(main, argv=argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """The ``nedenoise`` console command."""
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ("-h", "--help"):
+    print(__doc__)
+    return 0 if len(argv) >= 2 else 2
+  sub, rest = argv[1], argv[2:]
+  if sub not in SUBCOMMANDS:
+    print(f"error: unknown command {sub!r}; expected one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+    return 2
+  from nedenoise_jax import runtime
+
+  runtime.configure_malloc()  # re-executes with malloc keeping freed memory (runtime.py)
+  if sub == "train":
+    train(["nedenoise train"] + rest)
+    return 0
+  if sub == "denoise":
+    from nedenoise_jax import denoise as module
+  elif sub == "evaluate":
+    from nedenoise_jax import evaluate as module
+  elif sub == "analyze":
+    from nedenoise_jax import analyze as module
+  elif sub == "convert-torch":
+    from nedenoise_jax import convert_torch as module
+  else:
+    from nedenoise_jax.data import tfds as module
+  return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

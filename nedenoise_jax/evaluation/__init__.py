@@ -1,0 +1,1 @@
+"""Evaluation: metrics (:mod:`.metrics`), noise models (:mod:`.noise`) and the evaluation loop (:mod:`.evaluate`)."""
