@@ -16,11 +16,14 @@ the flags of its module (``nedenoise SUB --help``); ``python train.py`` and
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Optional, Sequence
 
 SUBCOMMANDS = ("train", "denoise", "evaluate", "analyze", "convert-torch", "prepare-tfds")
+MODULES = {"denoise": "nedenoise_jax.denoise", "evaluate": "nedenoise_jax.evaluate", "analyze": "nedenoise_jax.analyze",
+           "convert-torch": "nedenoise_jax.convert_torch", "prepare-tfds": "nedenoise_jax.data.tfds"}
 
 
 def resolve_config(spec: str) -> str:
@@ -89,19 +92,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from nedenoise_jax import runtime
 
   runtime.configure_malloc()  # re-executes with malloc keeping freed memory (runtime.py)
+  try:
+    return _run(sub, rest)
+  except ModuleNotFoundError as e:
+    extra = EXTRAS.get(e.name.split(".")[0] if e.name else "")
+    if extra is None:
+      raise
+    print(f"error: `nedenoise {sub}` needs {e.name}, which this install lacks: "
+          f"pip install 'nedenoise-jax[{extra}]'", file=sys.stderr)
+    return 2
+
+
+# The optional dependencies and the install extra that brings each (pyproject.toml).
+EXTRAS = {"absl": "train", "ml_collections": "train", "optax": "train", "orbax": "train", "grain": "train",
+          "tensorboardX": "train", "matplotlib": "train", "tensorflow_datasets": "tfds", "torch": "torch"}
+
+
+def _run(sub: str, rest: list) -> int:
   if sub == "train":
     train(["nedenoise train"] + rest)
     return 0
-  if sub == "denoise":
-    from nedenoise_jax import denoise as module
-  elif sub == "evaluate":
-    from nedenoise_jax import evaluate as module
-  elif sub == "analyze":
-    from nedenoise_jax import analyze as module
-  elif sub == "convert-torch":
-    from nedenoise_jax import convert_torch as module
-  else:
-    from nedenoise_jax.data import tfds as module
+  # importlib: `from nedenoise_jax import denoise` would give the denoise function.
+  module = importlib.import_module(MODULES[sub])
   return int(module.main(rest) or 0)
 
 

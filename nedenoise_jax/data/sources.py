@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional
 
 import numpy as np
 

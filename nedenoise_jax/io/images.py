@@ -150,8 +150,4 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "deadleaves-sigma25.png")
 """A shipped 96x96 8-bit gray image (built-in dead leaves, seed [7, 1, 0]) with Gaussian noise of sigma 25:
-something to denoise on a fresh install (``nedenoise denoise $(python -m nedenoise_jax.io.images)``)."""
-
-
-if __name__ == "__main__":
-  print(SAMPLE)
+something to denoise on a fresh install."""

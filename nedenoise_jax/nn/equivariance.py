@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import chex
 import jax

@@ -9,7 +9,6 @@ The output has ``x``'s shape and dtype. Build models with :func:`create`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, ClassVar, Optional, Sequence
 
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from nedenoise_jax import ops
-from nedenoise_jax.nn.layers import (MODES, PRECOMPUTED, Conv, Dtype, ModeSpec, ResBlock, Residual,
+from nedenoise_jax.nn.layers import (MODES, PRECOMPUTED, Conv, Dtype, ResBlock, Residual,
                                   constrained_kernel,
                                   ScaleBatchNorm, UpConv, activation, check_even, conv,
                                   mode_spec)

@@ -15,9 +15,8 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
