@@ -42,6 +42,9 @@ MODES = ("auto", "onednn", "xla")
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_conv.cc")
 # The wheels that provide the oneDNN headers and library (their versions enter the cache key).
 HEADERS_DIST, LIBRARY_DIST = "onednn-devel-cpu-gomp", "onednn-cpu-gomp"
+# Or a oneDNN of your own: a folder with include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so.3
+# (and the libraries it needs), e.g. a source build or Intel's maintained `onednn` wheels.
+ROOT_ENV = "NEDENOISE_ONEDNN_ROOT"
 _TARGETS = {"conv_fwd": "NedenoiseConvFwd", "conv_bwd_data": "NedenoiseConvBwdData",
             "conv_bwd_weights": "NedenoiseConvBwdWeights", "rconv_fwd": "NedenoiseRConvFwd",
             "rconv_bwd_data": "NedenoiseRConvBwdData", "rconv_bwd_weights": "NedenoiseRConvBwdWeights",
@@ -82,6 +85,13 @@ def _toolchain() -> dict:
   cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
   if not cxx:
     raise RuntimeError("no C++ compiler (set CXX, or install g++)")
+  root = os.environ.get(ROOT_ENV)
+  if root:
+    include, lib = os.path.join(root, "include"), os.path.join(root, "lib")
+    for need in (os.path.join(include, "oneapi", "dnnl", "dnnl.hpp"), os.path.join(lib, "libdnnl.so.3")):
+      if not os.path.isfile(need):
+        raise RuntimeError(f"{ROOT_ENV}={root}: {need} is missing")
+    return {"cxx": cxx, "include": include, "lib": lib, "ffi_include": jax.ffi.include_dir()}
   header = _dist_file(HEADERS_DIST, "oneapi/dnnl/dnnl.hpp")
   if header is None:
     raise RuntimeError(f"the oneDNN headers are missing: pip install {HEADERS_DIST}")
@@ -95,10 +105,13 @@ def _toolchain() -> dict:
 def _compile_command(tc: dict, out: str) -> list[str]:
   return [tc["cxx"], "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w",
           "-I", tc["include"], "-I", tc["ffi_include"], _SOURCE, "-o", out,
-          "-L", tc["lib"], "-l:libdnnl.so.3", f"-Wl,-rpath,{tc['lib']}"]
+          "-L", tc["lib"], "-l:libdnnl.so.3", f"-Wl,-rpath,{tc['lib']}",
+          # DT_RPATH, which the loader also applies to libdnnl's own dependencies
+          # (a oneDNN built against TBB or SYCL finds them beside it).
+          "-Wl,--disable-new-dtags"]
 
 
-def _versions(cxx: str) -> dict:
+def _versions(cxx: str, include: str) -> dict:
   """What the built library depends on beyond the source and the flags."""
   try:
     proc = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
@@ -106,6 +119,10 @@ def _versions(cxx: str) -> dict:
   except (OSError, subprocess.SubprocessError) as e:
     compiler = f"unknown ({e})"
   found = {"compiler": compiler, "jax": jax.__version__, "jaxlib": metadata.version("jaxlib")}
+  header = os.path.join(include, "oneapi", "dnnl", "dnnl_version.h")
+  if os.path.isfile(header):  # the version of the headers compiled against, wherever they came from
+    with open(header) as f:
+      found["dnnl_version.h"] = f.read()
   for dist in (HEADERS_DIST, LIBRARY_DIST):
     try:
       found[dist] = metadata.version(dist)
@@ -119,7 +136,7 @@ def cache_key(tc: dict) -> str:
   with open(_SOURCE, "rb") as f:
     source = f.read()
   parts = (source, repr(sorted(tc.items())), repr(_compile_command(tc, "OUT")),
-           repr(sorted(_versions(tc["cxx"]).items())))
+           repr(sorted(_versions(tc["cxx"], tc["include"]).items())))
   digest = hashlib.sha256()
   for p in parts:
     digest.update(p if isinstance(p, bytes) else p.encode())

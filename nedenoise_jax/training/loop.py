@@ -284,12 +284,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return summary
 
 
+@functools.lru_cache(maxsize=2)
+def _val_images(source: str, channels: int, max_images: int) -> tuple:
+  """The validation images, read once per run (validation runs every ``eval_every`` steps)."""
+  images, _ = data.load_images(source, channels)
+  return tuple(images[:max_images] if max_images else images)
+
+
 def _validate(module, state, config, writer, step) -> dict:
   if not config.data.val:
     return {}
-  images, _ = data.load_images(config.data.val, config.model.channels)
-  if config.data.val_max_images:
-    images = images[:config.data.val_max_images]
+  images = _val_images(config.data.val, config.model.channels, config.data.val_max_images)
   variables = {"params": state.params}
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats

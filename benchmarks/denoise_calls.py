@@ -1,0 +1,95 @@
+"""Compile once: repeated ``denoise()`` calls and the ``nedenoise denoise`` command on a folder.
+
+python benchmarks/denoise_calls.py      # writes benchmarks/results/denoise_calls.{json,md}
+
+1. ``nedenoise_jax.denoise`` called three times in one process on the same
+   256x256 gray image with the default model (``pretrained:gray-norm_equiv``):
+   the first call loads the weights and compiles; the later ones reuse both.
+2. The command line (a fresh process each, as a user runs it) on one image and
+   on a folder of 6 images of that size: wall time of the whole process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cpu() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next((l for l in f if l.startswith("flags")), "")
+    with open("/proc/cpuinfo") as f:
+      name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), platform.processor())
+  except OSError:
+    return platform.processor()
+  isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
+  return f"{name}, {os.cpu_count()} cores, {isa}"
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--size", type=int, default=256)
+  p.add_argument("--out", default=os.path.join(HERE, "results", "denoise_calls"))
+  args = p.parse_args(argv)
+  import numpy as np
+
+  import nedenoise_jax
+  from nedenoise_jax.data import dead_leaves
+  from nedenoise_jax.io import images
+
+  rng = np.random.default_rng(0)
+  clean = dead_leaves(args.size, np.random.default_rng([3, 1, 0]), 1)[..., 0]
+  noisy = np.clip(np.rint((clean + 25 / 255 * rng.standard_normal(clean.shape)) * 255), 0, 255).astype(np.uint8)
+  calls = []
+  for _ in range(3):
+    t = time.perf_counter()
+    nedenoise_jax.denoise(noisy)
+    calls.append(time.perf_counter() - t)
+
+  cli = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for n in (1, 6):
+      folder = os.path.join(tmp, f"in{n}")
+      for i in range(n):
+        img = np.roll(noisy, 17 * i, axis=1)
+        images.write_image(os.path.join(folder, f"img{i}.png"), img)
+      cmd = [sys.executable, "-m", "nedenoise_jax.cli", "denoise", folder, "--out", os.path.join(tmp, f"out{n}")]
+      t = time.perf_counter()
+      subprocess.run(cmd, check=True, capture_output=True)
+      cli[n] = time.perf_counter() - t
+  result = {
+      "machine": _cpu(), "jax": __import__("jax").__version__, "image": f"{args.size}x{args.size} uint8 gray",
+      "model": "pretrained:gray-norm_equiv",
+      "denoise_calls_s": calls, "later_over_first": [c / calls[0] for c in calls[1:]],
+      "first_over_later": [calls[0] / c for c in calls[1:]],
+      "cli_one_image_s": cli[1], "cli_six_images_s": cli[6], "cli_six_over_one": cli[6] / cli[1],
+  }
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out + ".json", "w") as f:
+    json.dump(result, f, indent=1)
+  md = [f"Machine: {result['machine']}; JAX {result['jax']}; {result['image']}, {result['model']}.", "",
+        "| measurement | seconds |", "|---|---:|"]
+  md += [f"| denoise() call {i + 1} | {c:.3f} |" for i, c in enumerate(calls)]
+  md += [f"| CLI, 1 image (whole process) | {cli[1]:.2f} |", f"| CLI, 6 images (whole process) | {cli[6]:.2f} |",
+         "", f"First call / later calls: {', '.join(f'{x:.1f}x' for x in result['first_over_later'])}; "
+         f"CLI 6 images / 1 image: {result['cli_six_over_one']:.2f}x."]
+  with open(args.out + ".md", "w") as f:
+    f.write("\n".join(md) + "\n")
+  print("\n".join(md))
+  return 0
+
+
+if __name__ == "__main__":
+  from nedenoise_jax import runtime
+  runtime.configure_malloc()
+  sys.exit(main())
