@@ -29,7 +29,7 @@ MODULES = {"denoise": "nedenoise_jax.denoise", "evaluate": "nedenoise_jax.evalua
 def resolve_config(spec: str) -> str:
   """``quickstart:ARGS`` -> ``/…/nedenoise_jax/configs/quickstart.py:ARGS``; paths pass through."""
   path, sep, args = spec.partition(":")
-  if path.endswith(".py") or os.sep in path or os.path.exists(path):
+  if path.endswith(".py") or os.sep in path or os.path.isfile(path):
     return spec
   from nedenoise_jax import configs
 
@@ -55,7 +55,12 @@ def _define_train_flags():
 
 
 def train(argv: Sequence[str]) -> None:
-  """``argv[0]`` the program name, then the flags of ``train.py``; ``--config`` may name a shipped config."""
+  """``argv[0]`` the program name, then the flags of ``train.py``; ``--config`` may name a shipped config.
+
+  Once per process (absl flags and ml_collections' ``--config.KEY`` flags are
+  process-wide); call :func:`nedenoise_jax.training.loop.train_and_evaluate`
+  to train several configs in one process.
+  """
   from absl import app, logging
 
   argv = list(argv)
@@ -76,7 +81,15 @@ def train(argv: Sequence[str]) -> None:
     summary = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, stop_after=FLAGS.stop_after)
     loop.print_summary(summary)
 
-  app.run(main, argv=argv)
+  # ml_collections reads --config.KEY=VALUE overrides from sys.argv, whatever argv app.run gets.
+  saved, sys.argv = sys.argv, argv
+  try:
+    app.run(main, argv=argv)
+  except SystemExit as e:  # app.run exits when main returns; a finished run returns to the caller
+    if e.code not in (None, 0):
+      raise
+  finally:
+    sys.argv = saved
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

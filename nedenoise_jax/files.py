@@ -14,6 +14,11 @@ import os
 import tempfile
 from typing import Iterator
 
+# The process's umask, read once: os.umask can only be read by setting it, and a
+# moment of umask 0 while another thread creates a file would leave it world-writable.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, private: bool = False) -> Iterator[str]:
@@ -32,9 +37,7 @@ def atomic_path(path: str | os.PathLike, *, private: bool = False) -> Iterator[s
   try:
     yield tmp
     if not private:
-      umask = os.umask(0)
-      os.umask(umask)
-      os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide shared outputs from others
+      os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide shared outputs from others
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

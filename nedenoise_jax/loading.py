@@ -51,12 +51,14 @@ def load(path: str | os.PathLike, **kwargs):
 def _version(p: str) -> tuple:
   """What changes when the weights a path names change: the file's stamp, or the checkpoint steps."""
   if os.path.isfile(p):
-    st = os.stat(p)
-    return (st.st_mtime_ns, st.st_size)
+    st = os.stat(p)  # an atomic replace gives a new inode even where mtimes are coarse or copied
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
   found = []
   for d in (p, os.path.join(p, "checkpoints")):
     if os.path.isdir(d):
-      found.append(tuple(sorted(os.listdir(d))))
+      for name in sorted(os.listdir(d)):
+        st = os.stat(os.path.join(d, name))
+        found.append((d, name, st.st_ino, st.st_mtime_ns))
   return tuple(found)
 
 

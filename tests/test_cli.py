@@ -40,3 +40,23 @@ def test_unknown_subcommand_and_config_names(tmp_path, capsys):
   assert cli.resolve_config(f"{own}:gray") == f"{own}:gray"
   with pytest.raises(ValueError, match="no shipped config 'nope'.*quickstart"):
     cli.resolve_config("nope")
+
+
+def test_train_in_process_takes_overrides_from_argv(tmp_path):
+  """cli.train(argv): the --config.KEY overrides come from argv (not the test runner's sys.argv), and it returns."""
+  import json
+  import subprocess
+  import sys
+
+  code = ("import sys; from nedenoise_jax import cli; cli.train(sys.argv[1:]); print('returned')")
+  argv = ["nedenoise train", "--config", "quickstart", "--workdir", str(tmp_path / "a"), "--stop_after=1",
+          "--config.model.features=4", "--config.model.depth=2", "--config.train.batch_size=2",
+          "--config.train.patch_size=8", "--config.train.steps=2", "--config.data.train=builtin:deadleaves:2",
+          "--config.data.val=", "--config.checkpoint.every_steps=1", "--cpu_devices=1"]
+  env = {**os.environ, "NEDENOISE_MALLOC": "0", "XLA_FLAGS": ""}
+  out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "returned" in out.stdout
+  a = json.load(open(tmp_path / "a" / "config.json"))
+  assert a["train"]["steps"] == 2 and a["model"]["depth"] == 2
+  assert sorted(os.listdir(tmp_path / "a" / "checkpoints")) == ["1"]

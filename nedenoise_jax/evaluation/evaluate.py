@@ -26,7 +26,7 @@ from nedenoise_jax import files
 from nedenoise_jax.data import sources
 from nedenoise_jax.evaluation import metrics
 from nedenoise_jax.evaluation.noise import noisy_image
-from nedenoise_jax.kernels import xla_options
+from nedenoise_jax.kernels import build, xla_options
 
 __all__ = ["Model", "evaluate", "markdown_table", "mean_scores", "noisy_image", "parse_sigmas", "plot",
            "scorer", "training_range", "write_results"]
@@ -61,15 +61,26 @@ def training_range(config: Optional[dict]) -> Optional[tuple[float, float]]:
   return None
 
 
-@functools.lru_cache(maxsize=64)
 def scorer(module, blind: bool):
   """Jitted ``fn(variables, noisy, clean, sigma) -> (psnr, ssim, psnr_noisy, ssim_noisy)``, each ``(N,)``.
 
   One per (module, blind), kept: a training run's validations and an
   evaluation's sources and sigmas reuse one compiled function per image shape.
-  ``sigma`` is ignored when ``blind``.
+  ``sigma`` is ignored when ``blind``. The CPU path (``NEDENOISE_CPU_CONV``)
+  is part of the key, since it is chosen when a program is traced.
   """
+  try:
+    return _cached_scorer(module, blind, build.mode())
+  except TypeError:  # a module that cannot be hashed: a fresh function
+    return _new_scorer(module, blind)
 
+
+@functools.lru_cache(maxsize=16)
+def _cached_scorer(module, blind: bool, cpu_path: str):
+  return _new_scorer(module, blind)
+
+
+def _new_scorer(module, blind: bool):
   @xla_options.jit
   def fn(variables, noisy, clean, sigma):
     den = module.apply(variables, noisy, None if blind else sigma)

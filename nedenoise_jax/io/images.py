@@ -11,6 +11,7 @@ their range, alpha dropped). TIFF files are read and written with tifffile
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -24,20 +25,33 @@ class ImageError(ValueError):
   """An image cannot be read, written or used (the file and the reason are in the message)."""
 
 
-def read_image(path: str) -> np.ndarray:
+def _read_tiff(path: str, first_page: bool) -> Optional[np.ndarray]:
+  """A TIFF's pixels by tifffile (any dtype, planar or not), or None where Pillow reads it better:
+  palette images, and compressions whose codec tifffile lacks (LZW, JPEG without imagecodecs)."""
+  import tifffile
+
+  try:
+    with tifffile.TiffFile(path) as tf:
+      if tf.pages[0].photometric == tifffile.PHOTOMETRIC.PALETTE:
+        return None
+      return tf.pages[0].asarray() if first_page else tf.asarray()
+  except (ValueError, NotImplementedError, KeyError, ImportError, RuntimeError):
+    return None
+
+
+def read_image(path: str, *, first_page: bool = False) -> np.ndarray:
   """An image file as stored: ``(H, W)`` or ``(H, W, C)``, its own dtype.
 
   Palette images become RGB (RGBA with transparency), bilevel ones L, CMYK
-  RGB; 16-bit PNGs are uint16. Raises :class:`ImageError` naming the file when
+  RGB; 16-bit PNGs are uint16. A TIFF is read whole (a multi-page stack is an
+  error), or only its first page with ``first_page``; TIFFs tifffile cannot
+  decode (palette, or LZW/JPEG without ``imagecodecs``) are read by Pillow. Raises :class:`ImageError` naming the file when
   it is missing, unreadable, empty, not 2-D or holds NaN or Inf.
   """
   ext = os.path.splitext(path)[1].lower()
   try:
-    if ext in (".tif", ".tiff"):
-      import tifffile
-
-      arr = tifffile.imread(path)
-    else:
+    arr = _read_tiff(path, first_page) if ext in (".tif", ".tiff") and os.path.isfile(path) else None
+    if arr is None:
       from PIL import Image
 
       with Image.open(path) as im:
@@ -93,8 +107,8 @@ def as_float(arr: np.ndarray) -> np.ndarray:
 
 
 def read_float_image(path: str) -> np.ndarray:
-  """:func:`read_image` then :func:`as_float`: float32 ``(H, W, C)``."""
-  return as_float(read_image(path))
+  """:func:`read_image` (a TIFF's first page) then :func:`as_float`: float32 ``(H, W, C)``."""
+  return as_float(read_image(path, first_page=True))
 
 
 def write_image(path: str, arr: np.ndarray) -> None:

@@ -98,18 +98,21 @@ def constraint_total(constraint: str) -> float:
 
 
 def constrained_kernel(theta: jax.Array, dtype: Dtype, constraint: Optional[str], free_channels: int = 0,
-                       parametrization: str = "centre") -> jax.Array:
+                       parametrization: str = "centre", from_parameters: bool = False) -> jax.Array:
   """:meth:`Conv.effective_kernel` for a convolution of that configuration.
 
-  Formed by :func:`kernels.affine_kernel`, the code the convolution itself
-  uses (also where a backend forms the kernel inside the convolution), so
-  that it is the kernel used, bit for bit.
+  ``from_parameters``: the convolution takes the parameters itself
+  (:func:`kernels.affine_conv2d`, where a backend may form the kernel inside
+  the call); the kernel is then formed by :func:`kernels.affine_kernel`, the
+  same code, so that it is the one used, bit for bit. Otherwise by
+  :func:`ops.affine_kernel`, which the convolution then uses.
   """
   if constraint is None or parametrization == PRECOMPUTED:
     return theta.astype(dtype)
   work = jnp.promote_types(theta.dtype, dtype)
-  k = kernels.affine_kernel(theta.astype(work), free_channels=free_channels,
-                            total=constraint_total(constraint), parametrization=parametrization)
+  form = kernels.affine_kernel if from_parameters else ops.affine_kernel
+  k = form(theta.astype(work), free_channels=free_channels, total=constraint_total(constraint),
+           parametrization=parametrization)
   return k.astype(dtype)
 
 
@@ -147,7 +150,14 @@ class Conv(nn.Module):
 
   def effective_kernel(self, theta: jax.Array, dtype: Dtype) -> jax.Array:
     """The kernel the convolution uses, from the stored parameters."""
-    return constrained_kernel(theta, dtype, self.constraint, self.free_channels, self.parametrization)
+    return constrained_kernel(theta, dtype, self.constraint, self.free_channels, self.parametrization,
+                              self.from_parameters())
+
+  def from_parameters(self) -> bool:
+    """Whether this is an affine, reflect-padded convolution computed from its parameters
+    (:func:`kernels.affine_conv2d`): constrained, ``centre``, wider than 1x1."""
+    return (self.constraint is not None and self.parametrization == "centre" and self.padding == "reflect"
+            and max(self.kernel_size) > 1)
 
   @nn.compact
   def __call__(self, x: jax.Array, scale: Optional[jax.Array] = None, *, sort_input: bool = False) -> jax.Array:
@@ -174,8 +184,7 @@ class Conv(nn.Module):
       self.sow("intermediates", "kernel_sums",
                ops.kernel_sums(kernel, free_channels=self.free_channels))
     x = x.astype(dtype)
-    if (self.constraint is not None and self.parametrization == "centre" and self.padding == "reflect"
-        and max(self.kernel_size) > 1 and theta.dtype == dtype):
+    if self.from_parameters() and theta.dtype == dtype:
       # The affine convolution from its parameters: a backend may form the
       # kernel inside the convolution (kernels.affine_conv2d).
       y = kernels.affine_conv2d(x, theta, None if scale is None else jnp.asarray(scale).astype(dtype),

@@ -323,12 +323,13 @@ def effective_kernels(module: nn.Module, variables, x: Optional[jax.Array] = Non
   return kernels, sums
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _precompute_kernel(theta, constraint, free_channels, parametrization):
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _precompute_kernel(theta, constraint, free_channels, parametrization, from_parameters):
   # One program per kernel shape and configuration, kept across calls (a
   # jit of all of a model's layers at once compiled for ~1 s each time).
   work = jnp.promote_types(theta.dtype, jnp.float32)
-  return constrained_kernel(theta, work, constraint, free_channels, parametrization).astype(theta.dtype)
+  return constrained_kernel(theta, work, constraint, free_channels, parametrization,
+                            from_parameters).astype(theta.dtype)
 
 
 def prepare_inference(module: nn.Module, variables, x: Optional[jax.Array] = None, sigma=None):
@@ -356,7 +357,7 @@ def prepare_inference(module: nn.Module, variables, x: Optional[jax.Array] = Non
   def record(next_fun, args, kwargs, context):
     m = context.module
     if context.method_name == "effective_kernel" and m.constraint is not None:
-      found[m.path] = (m.constraint, m.free_channels, m.parametrization)
+      found[m.path] = (m.constraint, m.free_channels, m.parametrization, m.from_parameters())
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(record):

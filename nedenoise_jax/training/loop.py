@@ -172,6 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   meta = _model_meta(module, config)
 
   mngr = checkpoints.manager(workdir, config)
+  val_images = functools.lru_cache(maxsize=1)(lambda: _val_images(config) if config.data.val else [])
   latest = mngr.latest_step()
   if latest is not None:
     saved = checkpoints.restore_meta(mngr, latest)
@@ -263,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints.save(mngr, step, state, meta)
         last_good = step
       if config.train.eval_every and step % config.train.eval_every == 0 and step != end:
-        _validate(module, state, config, writer, step)
+        _validate(module, state, config, writer, step, val_images())
       if stop["signal"] is not None:
         mngr.wait_until_finished()
         print(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved in {workdir}",
@@ -271,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         summary["stopped_at"] = step
         return summary
     if step == total:
-      summary["val"] = _validate(module, state, config, writer, step)
+      summary["val"] = _validate(module, state, config, writer, step, val_images())
     summary["step"] = step
   finally:
     mngr.wait_until_finished()
@@ -284,17 +285,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return summary
 
 
-@functools.lru_cache(maxsize=2)
-def _val_images(source: str, channels: int, max_images: int) -> tuple:
-  """The validation images, read once per run (validation runs every ``eval_every`` steps)."""
-  images, _ = data.load_images(source, channels)
-  return tuple(images[:max_images] if max_images else images)
+def _val_images(config) -> list:
+  """The validation images (read once per run: validation runs every ``eval_every`` steps)."""
+  images, _ = data.load_images(config.data.val, config.model.channels)
+  return images[:config.data.val_max_images] if config.data.val_max_images else images
 
 
-def _validate(module, state, config, writer, step) -> dict:
+def _validate(module, state, config, writer, step, images) -> dict:
   if not config.data.val:
     return {}
-  images = _val_images(config.data.val, config.model.channels, config.data.val_max_images)
   variables = {"params": state.params}
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
