@@ -18,7 +18,6 @@ by every later call and image.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from typing import Any, Optional, Sequence, Union
@@ -32,7 +31,8 @@ from nedenoise_jax.io import images as image_io
 from nedenoise_jax.io import weights as weights_lib
 from nedenoise_jax.io.images import IMAGE_EXTENSIONS as EXTENSIONS
 from nedenoise_jax.io.images import ImageError, read_image as read_file, write_image as write_file
-from nedenoise_jax.kernels import build, xla_options
+from nedenoise_jax import kernels
+from nedenoise_jax.kernels import xla_options
 from nedenoise_jax.nn import models
 
 DEFAULT_MODELS = {1: "pretrained:gray-norm_equiv", 3: "pretrained:color-norm_equiv"}
@@ -96,25 +96,8 @@ def _dihedral(x: jax.Array, k: int, inverse: bool = False) -> jax.Array:
   return x[:, :, ::-1] if flip else x
 
 
-def _make_apply(module, blind: bool, ensemble: bool):
-  """The jitted apply of ``module``, one per (module, blind, ensemble, CPU path), kept across calls.
-
-  The CPU path (``NEDENOISE_CPU_CONV``) is part of the key: it is chosen when
-  a program is traced. A module that cannot be hashed (a field holding a
-  list) gets a fresh function each call, as before caching.
-  """
-  try:
-    return _cached_apply(module, blind, ensemble, build.mode())
-  except TypeError:  # unhashable module
-    return _new_apply(module, blind, ensemble)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_apply(module, blind: bool, ensemble: bool, cpu_path: str):
-  return _new_apply(module, blind, ensemble)
-
-
 def _new_apply(module, blind: bool, ensemble: bool):
+  """The jitted apply of ``module``; :func:`_make_apply` keeps one per (module, blind, ensemble, CPU path)."""
   @xla_options.jit
   def apply(variables, x, sigma):
     s = None if blind else sigma
@@ -123,6 +106,9 @@ def _new_apply(module, blind: bool, ensemble: bool):
     outs = [_dihedral(module.apply(variables, _dihedral(x, k), s), k, inverse=True) for k in range(8)]
     return sum(outs) / 8.0
   return apply
+
+
+_make_apply = kernels.per_cpu_path(_new_apply)
 
 
 def _tiles(n: int, tile: int, overlap: int, align: int = 8):

@@ -12,7 +12,6 @@ training's validation runs the same loop (:func:`mean_scores`).
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from nedenoise_jax import files
 from nedenoise_jax.data import sources
 from nedenoise_jax.evaluation import metrics
 from nedenoise_jax.evaluation.noise import noisy_image
-from nedenoise_jax.kernels import build, xla_options
+from nedenoise_jax import kernels
+from nedenoise_jax.kernels import xla_options
 
 __all__ = ["Model", "evaluate", "markdown_table", "mean_scores", "noisy_image", "parse_sigmas", "plot",
            "scorer", "training_range", "write_results"]
@@ -61,7 +61,7 @@ def training_range(config: Optional[dict]) -> Optional[tuple[float, float]]:
   return None
 
 
-def scorer(module, blind: bool):
+def _new_scorer(module, blind: bool):
   """Jitted ``fn(variables, noisy, clean, sigma) -> (psnr, ssim, psnr_noisy, ssim_noisy)``, each ``(N,)``.
 
   One per (module, blind), kept: a training run's validations and an
@@ -69,24 +69,15 @@ def scorer(module, blind: bool):
   ``sigma`` is ignored when ``blind``. The CPU path (``NEDENOISE_CPU_CONV``)
   is part of the key, since it is chosen when a program is traced.
   """
-  try:
-    return _cached_scorer(module, blind, build.mode())
-  except TypeError:  # a module that cannot be hashed: a fresh function
-    return _new_scorer(module, blind)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_scorer(module, blind: bool, cpu_path: str):
-  return _new_scorer(module, blind)
-
-
-def _new_scorer(module, blind: bool):
   @xla_options.jit
   def fn(variables, noisy, clean, sigma):
     den = module.apply(variables, noisy, None if blind else sigma)
     return metrics.psnr(den, clean), metrics.ssim(den, clean), metrics.psnr(noisy, clean), metrics.ssim(noisy, clean)
 
   return fn
+
+
+scorer = kernels.per_cpu_path(_new_scorer, maxsize=16)
 
 
 _KEYS = ("psnr", "ssim", "psnr_noisy", "ssim_noisy")

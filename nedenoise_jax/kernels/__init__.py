@@ -28,7 +28,8 @@ function                   what it computes (reference)                     CPU 
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,26 @@ from nedenoise_jax import ops
 from nedenoise_jax.kernels import build, onednn, xla_options
 
 __all__ = ["affine_combination", "affine_conv2d", "affine_kernel", "build", "conv2d", "onednn",
-           "scale_add", "sort_pool", "sort_pool_conv2d", "uses_onednn", "xla_options"]
+           "per_cpu_path", "scale_add", "sort_pool", "sort_pool_conv2d", "uses_onednn", "xla_options"]
+
+
+def per_cpu_path(make: Callable, maxsize: int = 16) -> Callable:
+  """``make(*args)`` (a jitted function) kept per ``args`` and CPU path (``NEDENOISE_CPU_CONV``).
+
+  The path is part of the key because it is chosen when a program is traced.
+  Arguments that cannot be hashed (a module with a list field) get a fresh
+  function each call.
+  """
+  cached = functools.lru_cache(maxsize)(lambda path, *args: make(*args))
+
+  @functools.wraps(make)
+  def get(*args):
+    try:
+      return cached(build.mode(), *args)
+    except TypeError:  # unhashable arguments
+      return make(*args)
+
+  return get
 
 
 def uses_onednn(dtype, *shapes_ok: bool) -> bool:
