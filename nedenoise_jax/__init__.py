@@ -4,7 +4,8 @@
 
 The package, bottom to top (imports run one way):
 
-* :mod:`.ops`: the maths as pure XLA functions (the reference);
+* :mod:`.ops`: the maths as pure XLA functions (the reference); :mod:`.noise`:
+  the noise models and classical noise estimators;
 * :mod:`.kernels`: backends below the layers, one dispatch point per fused op;
 * :mod:`.nn`: layers, models (``models.create``) and equivariance checks;
 * :mod:`.io`: image files, weights files and the shipped models;
@@ -22,14 +23,15 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", message="'nedenoise_jax.denoise' found in sys.modules",
                          category=RuntimeWarning)
 
-from nedenoise_jax import ops
+from nedenoise_jax import noise, ops
 from nedenoise_jax.kernels import xla_options
 from nedenoise_jax.nn import equivariance, layers, models
 from nedenoise_jax.evaluation import metrics
 from nedenoise_jax.io.weights import pretrained_names, save_weights
 from nedenoise_jax.loading import load
-from nedenoise_jax.denoise import denoise, estimate_sigma
+from nedenoise_jax.denoise import denoise, estimate_noise_map, estimate_sigma
 
 __version__ = "0.1.0"
-__all__ = ["denoise", "equivariance", "estimate_sigma", "layers", "load", "metrics", "models", "ops",
+__all__ = ["denoise", "equivariance", "estimate_noise_map", "estimate_sigma", "layers", "load", "metrics",
+           "models", "noise", "ops",
            "pretrained_names", "save_weights", "xla_options", "__version__"]

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nedenoise_jax import loading
+from nedenoise_jax import noise as noise_lib
 from nedenoise_jax.io import images as image_io
 from nedenoise_jax.io import weights as weights_lib
 from nedenoise_jax.io.images import IMAGE_EXTENSIONS as EXTENSIONS
@@ -43,20 +44,83 @@ ModelArg = Union[str, tuple, None]
 
 
 def estimate_sigma(image: np.ndarray) -> float:
-  """Noise standard deviation of ``image`` (``HW`` or ``HWC``), in its own units.
+  """Noise standard deviation of ``image`` (``HW`` or ``HWC``), in its own units
+  (:func:`nedenoise_jax.noise.estimate_sigma`: Donoho's wavelet estimator)."""
+  try:
+    return noise_lib.estimate_sigma(image)
+  except ValueError as e:
+    raise ImageError(str(e)) from None
 
-  Donoho's wavelet estimator: the median absolute value of the finest diagonal
-  Haar detail coefficients divided by 0.6745, averaged over channels.
+
+def estimate_noise_map(image: Any, model: ModelArg = None, *, method: str = "local",
+                       window: int = 32, variables=None) -> np.ndarray:
+  """A per-pixel noise standard deviation map of ``image``, in the image's units.
+
+  Args:
+    image: ``HW``, ``HWC`` or ``NHWC``; integer images in their type's units
+      (a uint8 map is on the 0-255 scale), float images as they are.
+    model: a blind CBDNet (``"pretrained:NAME"``, weights file, workdir or
+      ``(module, variables)``): its noise estimator. ``None``: a classical
+      estimator (:func:`nedenoise_jax.noise.classical_noise_map`), ``method``
+      ``"global"``, ``"local"`` (cells of ``window`` pixels) or
+      ``"poisson_gaussian"`` (a fitted noise-level function).
+
+  Returns ``(H, W, 1)`` float32 for ``HW``/``HWC`` input, ``(N, H, W, 1)`` for ``NHWC``.
   """
-  x = np.asarray(image, np.float64)
-  if x.ndim == 2:
-    x = x[:, :, None]
-  h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
-  if h < 2 or w < 2:
-    raise ImageError(f"cannot estimate the noise of an image of shape {image.shape}; give sigma")
-  x = x[:h, :w]
-  hh = (x[0::2, 0::2] - x[0::2, 1::2] - x[1::2, 0::2] + x[1::2, 1::2]) / 2.0
-  return float(np.mean([np.median(np.abs(hh[..., c])) / 0.6745 for c in range(x.shape[-1])]))
+  if variables is not None:
+    model = (model, variables)
+  x, _, layout = _split(image)
+  scale = _scale_of(x.dtype) or 1.0
+  xf = x.astype(np.float32) / np.float32(scale)
+  if not np.all(np.isfinite(xf)):
+    raise ImageError("the image contains NaN or Inf pixels")
+  if model is None:
+    try:
+      maps = np.stack([noise_lib.classical_noise_map(img, method=method, window=window) for img in xf])
+    except ValueError as e:
+      raise ImageError(str(e)) from None
+  else:
+    module, variables = resolve_model(model, x.shape[-1])
+    if not models.estimates_noise(module):
+      raise ValueError(f"estimate_noise_map needs a blind CBDNet model, got "
+                       f"{models.describe(module)['arch']} (blind={models.describe(module)['blind']}); "
+                       "or pass model=None for a classical estimator")
+    fn = _make_estimator(module)
+    maps = np.concatenate([np.asarray(fn(variables, jnp.asarray(xf[n:n + 1]))) for n in range(len(xf))])
+  maps = (maps * scale).astype(np.float32)
+  return maps if layout == "NHWC" else maps[0]
+
+
+def _new_estimator(module):
+  return xla_options.jit(lambda variables, x: models.estimate_map(module, variables, x))
+
+
+_make_estimator = kernels.per_cpu_path(_new_estimator)
+
+
+def _map_of(sigma, xf: np.ndarray, scale: Optional[float]) -> Optional[np.ndarray]:
+  """A per-pixel map ``(N, H, W, 1)`` (model units) from ``sigma``, or None for a scalar / None.
+
+  ``sigma``: an array (``HW``, ``HW1``, ``NHW1``, in the image's units), or a
+  classical estimator's name (``"local"``, ``"global"``, ``"poisson_gaussian"``).
+  """
+  n, h, w, _ = xf.shape
+  if sigma is None or np.ndim(sigma) == 0 and not isinstance(sigma, str):
+    return None
+  if isinstance(sigma, str):
+    if sigma not in noise_lib.ESTIMATORS:
+      raise ImageError(f"sigma={sigma!r}: expected a number, a map, or one of {noise_lib.ESTIMATORS}")
+    return np.stack([noise_lib.classical_noise_map(img, method=sigma) for img in xf]).astype(np.float32)
+  m = np.asarray(sigma, np.float32)
+  if m.shape in ((h, w), (h, w, 1)):
+    m = np.broadcast_to(m.reshape(1, h, w, 1), (n, h, w, 1))
+  elif m.shape != (n, h, w, 1):
+    raise ImageError(f"noise map of shape {m.shape} for an image of shape {(n, h, w)}: expected "
+                     f"({h}, {w}), ({h}, {w}, 1) or ({n}, {h}, {w}, 1)")
+  if not np.all(np.isfinite(m)) or np.any(m < 0):
+    raise ImageError("the noise map has negative, NaN or infinite values; expected standard "
+                     "deviations >= 0 in the image's units")
+  return m / np.float32(scale or 1.0)
 
 
 # --------------------------------------------------------------------------- models
@@ -67,6 +131,11 @@ def receptive_radius(module) -> Optional[int]:
   inner = module.inner if isinstance(module, models.Wrapped) else module
   if isinstance(inner, (models.FDnCNN, models.DnCNN)):
     return int(inner.depth)  # one 3x3 convolution per layer
+  if isinstance(inner, models.FFDNet):  # 3x3 convolutions at half resolution, plus the 2x2 block
+    return 2 * int(inner.depth) + 1
+  if isinstance(inner, models.CBDNet) and inner.denoiser != "drunet":
+    den = {"fdncnn": int(inner.depth), "ffdnet": 2 * int(inner.depth) + 1}[inner.denoiser]
+    return den + (int(inner.estimator_depth) if inner.blind else 0)
   return None
 
 
@@ -97,14 +166,23 @@ def _dihedral(x: jax.Array, k: int, inverse: bool = False) -> jax.Array:
 
 
 def _new_apply(module, blind: bool, ensemble: bool):
-  """The jitted apply of ``module``; :func:`_make_apply` keeps one per (module, blind, ensemble, CPU path)."""
+  """The jitted ``apply(variables, x, sigma, map_scale)`` of ``module``; :func:`_make_apply`
+  keeps one per (module, blind, ensemble, CPU path). ``sigma``: ``(1,)`` or a map
+  ``(1, H, W, 1)``; ``map_scale`` reaches models that estimate their map."""
+  estimates = models.estimates_noise(module)
+
   @xla_options.jit
-  def apply(variables, x, sigma):
+  def apply(variables, x, sigma, map_scale):
     s = None if blind else sigma
+    kw = {"map_scale": map_scale} if estimates else {}
+
+    def one(k):
+      sk = s if s is None or s.ndim == 1 else _dihedral(s, k)
+      return _dihedral(module.apply(variables, _dihedral(x, k), sk, **kw), k, inverse=True)
+
     if not ensemble:
-      return module.apply(variables, x, s)
-    outs = [_dihedral(module.apply(variables, _dihedral(x, k), s), k, inverse=True) for k in range(8)]
-    return sum(outs) / 8.0
+      return module.apply(variables, x, s, **kw)
+    return sum(one(k) for k in range(8)) / 8.0
   return apply
 
 
@@ -152,9 +230,9 @@ def _scale_of(dtype) -> Optional[float]:
   return None
 
 
-def denoise(image: Any, model: ModelArg = None, sigma: Optional[float] = None, *,
+def denoise(image: Any, model: ModelArg = None, sigma: Any = None, *,
             tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
-            variables=None, progress: bool = False) -> np.ndarray:
+            variables=None, progress: bool = False, map_scale: float = 1.0) -> np.ndarray:
   """Denoises ``image`` (``HW``, ``HWC`` or ``NHWC``; 1, 3 or 4 channels).
 
   Args:
@@ -165,8 +243,14 @@ def denoise(image: Any, model: ModelArg = None, sigma: Optional[float] = None, *
       ``(module, variables)`` pair, or ``None`` for the shipped NE model of the
       image's channel count.
     sigma: noise standard deviation in the image's own pixel units (e.g. 25 for
-      a uint8 image). Ignored by blind models; estimated from the image (see
+      a uint8 image), or a per-pixel map (``HW``, ``HW1`` or ``NHW1``, same
+      units), or the name of a classical map estimator (``"local"``,
+      ``"global"``, ``"poisson_gaussian"``, see :func:`estimate_noise_map`).
+      Ignored by blind models; estimated from the image (see
       :func:`estimate_sigma`) for non-blind ones when not given.
+    map_scale: multiplies the noise map: the one given or estimated for a
+      non-blind model, or a blind CBDNet's own estimate (the interactive
+      correction of Guo et al. 2019: > 1 removes more noise, < 1 keeps detail).
     tile: process in tiles of this size (multiple of 8); default: whole images
       up to 1024x1024, tiles of 512 above.
     overlap: context around each tile; default the receptive radius rounded up
@@ -201,6 +285,10 @@ def denoise(image: Any, model: ModelArg = None, sigma: Optional[float] = None, *
     tile = max(h, w) if h * w <= 1024 * 1024 else 512
   tile = max(8, -(-tile // 8) * 8)
   apply = _make_apply(module, blind, ensemble)
+  noise_map = None if blind else _map_of(sigma, xf, scale)
+  if not (np.isfinite(map_scale) and map_scale >= 0):
+    raise ImageError(f"map_scale={map_scale}: expected a finite factor >= 0")
+  ms = jnp.asarray(map_scale, jnp.float32)
   out = np.empty_like(xf)
   rows, cols = _tiles(h, tile, overlap), _tiles(w, tile, overlap)
   bar = None
@@ -213,14 +301,19 @@ def denoise(image: Any, model: ModelArg = None, sigma: Optional[float] = None, *
     img = xf[n:n + 1]
     if blind:
       s = 0.0
+    elif noise_map is not None:
+      s = None
     elif sigma is not None:
       s = float(sigma) / (scale or 1.0)
     else:
       s = estimate_sigma(img[0])
-    sig = jnp.full((1,), s, jnp.float32)
+    if s is not None:
+      sig = jnp.full((1,), s * map_scale, jnp.float32)
     for r0, r1, a0, a1 in rows:
       for c0, c1, b0, b1 in cols:
-        res = np.asarray(apply(variables, jnp.asarray(img[:, a0:a1, b0:b1]), sig))
+        if s is None:
+          sig = jnp.asarray(noise_map[n:n + 1, a0:a1, b0:b1] * np.float32(map_scale))
+        res = np.asarray(apply(variables, jnp.asarray(img[:, a0:a1, b0:b1]), sig, ms))
         out[n, r0:r1, c0:c1] = res[0, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
         if bar is not None:
           bar.update()
@@ -271,6 +364,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"model for the image's channels; shipped: {', '.join(weights_lib.pretrained_names())})")
   p.add_argument("--sigma", type=float, default=None,
                  help="noise level in the image's pixel units (non-blind models; estimated if not given)")
+  p.add_argument("--noise_map", choices=noise_lib.ESTIMATORS, default=None,
+                 help="give non-blind models a per-pixel noise map from this classical estimator "
+                      "instead of one sigma")
+  p.add_argument("--map_scale", type=float, default=1.0,
+                 help="multiply the noise map (a blind CBDNet's estimate, or the one given): > 1 "
+                      "removes more noise, < 1 keeps more detail")
   p.add_argument("--tile", type=int, default=None, help="tile size (default: 512 above 1024x1024)")
   p.add_argument("--overlap", type=int, default=None, help="tile context (default: receptive radius)")
   p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (flips/rotations)")
@@ -301,8 +400,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         key = (args.model, c)
         if key not in loaded:
           loaded[key] = resolve_model(args.model, c)
-        res = denoise(color, loaded[key], args.sigma, tile=args.tile, overlap=args.overlap,
-                      ensemble=args.ensemble, progress=True)
+        res = denoise(color, loaded[key], args.noise_map or args.sigma, tile=args.tile,
+                      overlap=args.overlap, ensemble=args.ensemble, progress=True,
+                      map_scale=args.map_scale)
         write_file(out, np.concatenate([res, img[..., 1:]], axis=-1) if la else res)
       except ImageError as e:
         failed += 1

@@ -5,12 +5,17 @@ nedenoise evaluate --model pretrained:gray-norm_equiv --model runs/x \\
 python -m nedenoise_jax.evaluate ...   (the same)
 
 Every model sees the same noisy images: the noise of image ``i`` at ``sigma`` is
-drawn from ``numpy.random.default_rng([seed, round(100 * sigma), i])``. Blind
-models get no sigma; non-blind ones the true sigma, or ``--model_sigma`` (a
-fixed, possibly mismatched level). PSNR is computed after clipping to [0, 1].
-Writes ``results.json``, ``results.csv``, ``results.md`` and
-``psnr_vs_sigma.png`` (one curve per model, the training range shaded). The
-loop itself is :mod:`nedenoise_jax.evaluation.evaluate`.
+drawn from ``numpy.random.default_rng([seed, round(100 * sigma), i])``
+(Gaussian; ``--noise KIND`` draws another kind of :mod:`nedenoise_jax.noise`
+at each level, its parameters set with ``--noise_param KEY=VALUE``). Blind
+models get no sigma; non-blind ones the true map, or ``--model_sigma`` (a
+fixed, possibly mismatched level). ``--map_scales 0.5,1,2`` adds the
+wrong-map sweep: the map a model is given (a blind CBDNet: its estimate)
+multiplied by each factor. PSNR is computed after clipping to [0, 1].
+Writes ``results.json``, ``results.csv``, ``results.md``,
+``psnr_vs_sigma.png`` (one curve per model, the training range shaded) and,
+with a sweep, ``psnr_vs_map_scale.png``. The loop itself is
+:mod:`nedenoise_jax.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Optional, Sequence
 
 import jax
 
-from nedenoise_jax import loading
+from nedenoise_jax import loading, noise
 from nedenoise_jax.data import DataError
 from nedenoise_jax.evaluation import evaluate as evaluation
 from nedenoise_jax.evaluation.evaluate import Model, evaluate, markdown_table, write_results  # noqa: F401 (the API beside the command)
@@ -49,6 +54,34 @@ def load_model(spec: str, name: Optional[str] = None) -> Model:
                description=models.describe(module), train_sigma=evaluation.training_range(config))
 
 
+_NOISE_PARAMS = {"patterns": str, "gamma": float, "demosaic": lambda v: v.lower() in ("1", "true", "yes"),
+                 "jpeg_quality": int}
+
+
+def noise_from_args(kind: str, params: Sequence[str]) -> noise.NoiseModel:
+  """``--noise KIND --noise_param KEY=VALUE ...`` -> a noise model (levels come from ``--sigmas``)."""
+  kw: dict = {"kind": kind}
+  for item in params:
+    key, eq, value = item.partition("=")
+    if not eq or key not in _NOISE_PARAMS:
+      raise ValueError(f"--noise_param {item!r}: expected KEY=VALUE with KEY one of {tuple(_NOISE_PARAMS)}")
+    try:
+      kw[key] = _NOISE_PARAMS[key](value)
+    except ValueError:
+      raise ValueError(f"--noise_param {item!r}: bad value for {key}") from None
+  return noise.from_config(kw)
+
+
+def parse_scales(text: str) -> list[float]:
+  try:
+    values = [float(t) for t in text.split(",") if t.strip()]
+  except ValueError:
+    raise ValueError(f"--map_scales={text!r}: expected comma-separated positive factors") from None
+  if any(not (v > 0) or v == float("inf") for v in values):
+    raise ValueError(f"--map_scales={text!r}: expected positive finite factors")
+  return values
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   import argparse
 
@@ -63,6 +96,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--seed", type=int, default=0, help="noise seed (same noise for every model)")
   p.add_argument("--model_sigma", type=float, default=None,
                  help="sigma given to non-blind models instead of the true one (mismatch studies)")
+  p.add_argument("--noise", default="gaussian", choices=noise.KINDS,
+                 help="noise kind at each level (see nedenoise_jax.noise; default gaussian)")
+  p.add_argument("--noise_param", action="append", default=[], metavar="KEY=VALUE",
+                 help="a parameter of the noise kind: patterns, gamma, demosaic, jpeg_quality (repeatable)")
+  p.add_argument("--map_scales", default="",
+                 help="comma-separated factors for the wrong-map sweep, e.g. 0.5,0.75,1,1.5,2")
   p.add_argument("--max_images", type=int, default=0, help="use the first N images of each source (0: all)")
   p.add_argument("--no_plot", action="store_true")
   p.add_argument("--no_progress", action="store_true")
@@ -72,6 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   jax.config.update("jax_default_matmul_precision", "highest")
   try:
     sigmas = evaluation.parse_sigmas(args.sigmas)
+    noise_model = noise_from_args(args.noise, args.noise_param)
+    map_scales = parse_scales(args.map_scales)
     model_list = []
     for item in args.model:
       name, eq, spec = item.partition("=")
@@ -82,7 +123,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(set(names)) != len(names):
       raise ValueError(f"two models share a display name in {names}; name them with --model NAME=SPEC")
     results = evaluate(model_list, args.data, sigmas, seed=args.seed, model_sigma=args.model_sigma,
-                       max_images=args.max_images, progress=not args.no_progress)
+                       max_images=args.max_images, progress=not args.no_progress,
+                       noise_model=noise_model, map_scales=map_scales)
   except (ValueError, FileNotFoundError, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -42,6 +42,8 @@ TINY = {
     "fdncnn": dict(features=8, depth=4),
     "drunet": dict(features=(8, 8, 16, 16), blocks=1),
     "dncnn": dict(features=8, depth=4),
+    "ffdnet": dict(features=8, depth=4),
+    "cbdnet": dict(estimator_features=8, estimator_depth=3, denoiser="fdncnn", features=(8,), depth=3),
 }
 
 

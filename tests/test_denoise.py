@@ -200,3 +200,57 @@ def test_cli_same_image_in_every_range_and_bit_depth(tmp_path):
   assert out8.dtype == np.uint8
   np.testing.assert_allclose(out8 / 255.0, np.clip(f, 0, 1), rtol=0, atol=0.5 / 255 + 1e-5)
   assert np.abs(f - unit).max() > 0.05  # the model did change the image
+
+
+@pytest.mark.parametrize("arch,blind", [("ffdnet", False), ("cbdnet", True), ("cbdnet", False)])
+def test_noise_maps_tiled_equals_whole(arch, blind):
+  """A per-pixel map is cut into the same tiles as the image: the tiled result equals the
+  whole one (receptive radius known), for FFDNet with a map and CBDNet with its estimate."""
+  model = _model(arch, blind=blind)
+  rng = np.random.default_rng(0)
+  img = rng.random((45, 61)).astype(np.float32)
+  noise_map = (0.05 + 0.1 * rng.random((45, 61))).astype(np.float32)
+  sigma = None if blind else noise_map
+  whole = dn.denoise(img, model, sigma=sigma)
+  for tile in (16, 24):
+    np.testing.assert_allclose(dn.denoise(img, model, sigma=sigma, tile=tile), whole, atol=1e-5, rtol=0)
+  if not blind:
+    # A constant map is the scalar sigma.
+    np.testing.assert_allclose(dn.denoise(img, model, sigma=np.full((45, 61), 0.1, np.float32)),
+                               dn.denoise(img, model, sigma=0.1), atol=1e-6)
+    # map_scale multiplies the given map.
+    np.testing.assert_allclose(dn.denoise(img, model, sigma=noise_map, map_scale=2.0),
+                               dn.denoise(img, model, sigma=2 * noise_map), atol=1e-6)
+  else:
+    assert np.max(np.abs(dn.denoise(img, model, map_scale=3.0) - whole)) > 1e-4
+
+
+def test_estimate_noise_map():
+  rng = np.random.default_rng(3)
+  clean = np.full((64, 96), 120.0)
+  img = np.clip(clean + np.linspace(5, 30, 96)[None, :] * rng.standard_normal((64, 96)), 0, 255)
+  m = nj.estimate_noise_map(img.astype(np.uint8))
+  assert m.shape == (64, 96, 1) and m.dtype == np.float32
+  assert m[:, :20].mean() < m[:, -20:].mean()  # it sees the gradient, in 0-255 units
+  assert 15 < m[:, -20:].mean() < 40
+  batch = nj.estimate_noise_map(np.stack([img, img])[..., None].astype(np.float32), method="global")
+  assert batch.shape == (2, 64, 96, 1) and np.ptp(batch) == 0
+  module, variables = _model("cbdnet", blind=True)
+  est = nj.estimate_noise_map(img.astype(np.float32), (module, variables))
+  np.testing.assert_allclose(est, np.asarray(models.estimate_map(module, variables, img[None, :, :, None]
+                                                                .astype(np.float32)))[0], rtol=1e-5, atol=1e-6)
+  u16 = nj.estimate_noise_map((img * 257).astype(np.uint16), (module, variables))
+  assert u16.shape == (64, 96, 1)
+  with pytest.raises(ValueError, match="needs a blind CBDNet"):
+    nj.estimate_noise_map(img, _model("ffdnet", blind=False))
+  with pytest.raises(nj.denoise.__globals__["ImageError"], match="unknown noise estimator"):
+    nj.estimate_noise_map(img, method="wavelet")
+
+
+@pytest.mark.parametrize("bad,match", [(np.ones((3, 3)), r"noise map of shape \(3, 3\)"),
+                                       (np.full((20, 24), -1.0), "negative, NaN"),
+                                       (np.full((20, 24), np.nan), "negative, NaN"),
+                                       ("median", "expected a number, a map")])
+def test_bad_noise_maps(bad, match):
+  with pytest.raises(ValueError, match=match):
+    dn.denoise(np.zeros((20, 24), np.float32), _model("ffdnet", blind=False), sigma=bad)

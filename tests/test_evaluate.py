@@ -71,3 +71,37 @@ def test_reproduces_committed_table():
                 and r["sigma"] == 25.0 and r["image"] == row["image"] and "set12" in r["data"])
     assert abs(row["psnr"] - want["psnr"]) < 0.01
     assert abs(row["psnr_noisy"] - want["psnr_noisy"]) < 1e-4
+
+
+def test_noise_kind_and_map_scale_sweep(tmp_path):
+  """``--noise`` draws the same images for every model; ``--map_scales`` scales the map
+  a non-blind model gets (x1 reproduces the main table) and a blind CBDNet's estimate;
+  blind models without an estimate are left out of the sweep."""
+  ff = models.create("ffdnet", mode="norm_equiv", **TINY["ffdnet"])
+  vf = nj.equivariance.random_variables(ff, jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))
+  a = nj.save_weights(tmp_path / "ff.nedenoise", ff, vf)
+  cb = models.create("cbdnet", mode="norm_equiv", **TINY["cbdnet"])
+  b = nj.save_weights(tmp_path / "cb.nedenoise", cb, nj.equivariance.random_variables(cb, jnp.zeros((1, 8, 8, 1))))
+  c = _weights(tmp_path, "ne", "norm_equiv")
+  out = tmp_path / "res"
+  rc = ev.main(["--model", a, "--model", b, "--model", c, "--data", "builtin:deadleaves-val",
+                "--sigmas", "15,40", "--max_images", "2", "--noise", "poisson_gaussian",
+                "--map_scales", "0.5,1,2", "--out", str(out), "--no_progress"])
+  assert rc == 0
+  res = json.loads((out / "results.json").read_text())
+  assert res["noise"] == "poisson_gaussian" and res["map_scales"] == [0.5, 1.0, 2.0]
+  assert set(res["map_sweep"]) == {"ff", "cb"}
+  for name in ("ff", "cb"):
+    for s in ("15", "40"):
+      sweep = res["map_sweep"][name]["builtin:deadleaves-val"][s]
+      assert sweep["1"]["psnr"] == pytest.approx(res["mean"][name]["builtin:deadleaves-val"][s]["psnr"], abs=1e-9)
+      assert sweep["0.5"]["psnr"] != sweep["2"]["psnr"]
+  noisy = {(r["model"], r["sigma"], r["image"]): r["psnr_noisy"] for r in res["rows"]}
+  for (model, s, img), v in noisy.items():
+    assert v == noisy[("ne", s, img)]
+  assert "scaled by a factor" in (out / "results.md").read_text()
+  assert (out / "psnr_vs_map_scale.png").stat().st_size > 1000
+  assert ev.main(["--model", a, "--data", "builtin:deadleaves-val", "--map_scales", "1,-2",
+                  "--out", str(tmp_path / "x")]) == 2
+  assert ev.main(["--model", a, "--data", "builtin:deadleaves-val", "--noise_param", "gain=2",
+                  "--out", str(tmp_path / "x")]) == 2

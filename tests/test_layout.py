@@ -10,7 +10,7 @@ PKG = pathlib.Path(__file__).resolve().parent.parent / "nedenoise_jax"
 
 # Bottom to top; a module may import its own layer and the layers below it only.
 LAYERS = [
-    {"ops", "files", "runtime"},
+    {"ops", "files", "runtime", "noise"},
     {"kernels"},
     {"nn"},
     {"io"},

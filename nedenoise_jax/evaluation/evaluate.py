@@ -1,8 +1,10 @@
 """The evaluation loop: denoisers scored on data sources over a range of noise levels.
 
-Every model sees the same noisy images (:func:`noise.noisy_image`). Blind
-models get no sigma; non-blind ones the true sigma, or ``model_sigma`` (a
-fixed, possibly mismatched level). PSNR is computed after clipping to [0, 1].
+Every model sees the same noisy images (:meth:`noise.NoiseModel.noisy`: Gaussian
+by default, or another noise kind at each level). Blind models get no sigma;
+non-blind ones the true noise map, or ``model_sigma`` (a fixed, possibly
+mismatched level), times a ``map_scale`` (the "wrong map" sweep; a blind
+CBDNet scales its own estimate). PSNR is computed after clipping to [0, 1].
 :func:`write_results` writes ``results.json``, ``results.csv``, ``results.md``
 and ``psnr_vs_sigma.png`` (one curve per model, the training range shaded).
 The command line is :mod:`nedenoise_jax.evaluate` (``nedenoise evaluate``);
@@ -24,12 +26,13 @@ import numpy as np
 from nedenoise_jax import files
 from nedenoise_jax.data import sources
 from nedenoise_jax.evaluation import metrics
-from nedenoise_jax.evaluation.noise import noisy_image
+from nedenoise_jax.noise import NoiseModel, noisy_image
 from nedenoise_jax import kernels
 from nedenoise_jax.kernels import xla_options
+from nedenoise_jax.nn import models
 
 __all__ = ["Model", "evaluate", "markdown_table", "mean_scores", "noisy_image", "parse_sigmas", "plot",
-           "scorer", "training_range", "write_results"]
+           "plot_map_scales", "scorer", "training_range", "write_results"]
 
 
 @dataclass
@@ -62,16 +65,21 @@ def training_range(config: Optional[dict]) -> Optional[tuple[float, float]]:
 
 
 def _new_scorer(module, blind: bool):
-  """Jitted ``fn(variables, noisy, clean, sigma) -> (psnr, ssim, psnr_noisy, ssim_noisy)``, each ``(N,)``.
+  """Jitted ``fn(variables, noisy, clean, sigma, map_scale) -> (psnr, ssim, psnr_noisy, ssim_noisy)``, each ``(N,)``.
 
   One per (module, blind), kept: a training run's validations and an
   evaluation's sources and sigmas reuse one compiled function per image shape.
-  ``sigma`` is ignored when ``blind``. The CPU path (``NEDENOISE_CPU_CONV``)
-  is part of the key, since it is chosen when a program is traced.
+  ``sigma`` is ignored when ``blind``; ``map_scale`` is used only by models that
+  estimate their map (the others get a scaled ``sigma``). The CPU path
+  (``NEDENOISE_CPU_CONV``) is part of the key, since it is chosen when a
+  program is traced.
   """
+  kw = models.estimates_noise(module)
+
   @xla_options.jit
-  def fn(variables, noisy, clean, sigma):
-    den = module.apply(variables, noisy, None if blind else sigma)
+  def fn(variables, noisy, clean, sigma, map_scale):
+    extra = {"map_scale": map_scale} if kw else {}
+    den = module.apply(variables, noisy, None if blind else sigma, **extra)
     return metrics.psnr(den, clean), metrics.ssim(den, clean), metrics.psnr(noisy, clean), metrics.ssim(noisy, clean)
 
   return fn
@@ -84,46 +92,67 @@ _KEYS = ("psnr", "ssim", "psnr_noisy", "ssim_noisy")
 
 
 def score_images(module, variables, images: Sequence[np.ndarray], sigma_255: float, *, blind: bool,
-                 seed: int = 0, given_255: Optional[float] = None, on_image=None) -> list[dict]:
-  """``{"psnr", "ssim", "psnr_noisy", "ssim_noisy"}`` of each image denoised at ``sigma_255``.
+                 seed: int = 0, given_255: Optional[float] = None, on_image=None,
+                 noise_model: Optional[NoiseModel] = None, map_scale: float = 1.0) -> list[dict]:
+  """``{"psnr", "ssim", "psnr_noisy", "ssim_noisy"}`` of each image denoised at level ``sigma_255``.
 
-  The one loop over images of the package. ``given_255``: the sigma the
-  model is told (default the true one). ``on_image()`` is called after each.
+  The one loop over images of the package. ``noise_model``: the noise kind
+  (default Gaussian), drawn at ``sigma_255`` (:meth:`NoiseModel.at_level`).
+  ``given_255``: a constant sigma the model is told instead of the true map.
+  ``map_scale``: the factor applied to the map the model gets (or, for a
+  blind CBDNet, to its estimate). ``on_image()`` is called after each.
   """
   fn = scorer(module, blind)
-  given = sigma_255 if given_255 is None else given_255
-  sig = jnp.full((1,), given / 255.0, jnp.float32)
+  nm = noise_model or NoiseModel()
+  gaussian = nm.kind == "gaussian"
+  scale = jnp.asarray(map_scale, jnp.float32)
   out = []
   for i, img in enumerate(images):
     clean = img[None].astype(np.float32)
-    noisy = noisy_image(clean, sigma_255, i, seed)
-    values = jax.device_get(fn(variables, noisy, clean, sig))
+    noisy, true_map = nm.noisy(clean, sigma_255, i, seed)
+    if given_255 is not None or gaussian:
+      level = sigma_255 if given_255 is None else given_255
+      sig = jnp.full((1,), level / 255.0 * map_scale, jnp.float32)
+    else:
+      sig = jnp.asarray(true_map * np.float32(map_scale))
+    values = jax.device_get(fn(variables, noisy, clean, sig, scale))
     out.append({k: float(v[0]) for k, v in zip(_KEYS, values)})
     if on_image is not None:
       on_image()
   return out
 
 
-def mean_scores(module, variables, images, sigmas_255, *, blind: bool, seed: int = 0) -> dict:
-  """Mean PSNR/SSIM over ``images`` at each sigma (0-255 scale): training's validation.
+def mean_scores(module, variables, images, sigmas_255, *, blind: bool, seed: int = 0,
+                noise_model: Optional[NoiseModel] = None) -> dict:
+  """Mean PSNR/SSIM over ``images`` at each level (0-255 scale): training's validation.
 
   Returns ``{sigma: {"psnr", "ssim", "psnr_noisy", "ssim_noisy"}}`` (means).
   """
   out = {}
   for s in sigmas_255:
-    per = score_images(module, variables, images, s, blind=blind, seed=seed)
+    per = score_images(module, variables, images, s, blind=blind, seed=seed, noise_model=noise_model)
     out[float(s)] = {k: float(np.mean([r[k] for r in per])) for k in _KEYS}
   return out
 
 
+def responds_to_map_scale(m: "Model") -> bool:
+  """Non-blind models (their map is scaled) and blind CBDNets (their estimate is)."""
+  return not m.blind or models.estimates_noise(m.module)
+
+
 def evaluate(model_list: Sequence[Model], data_sources: Sequence[str], sigmas: Sequence[float], *,
              seed: int = 0, model_sigma: Optional[float] = None, max_images: int = 0,
-             progress: bool = True) -> dict:
-  """Scores every model on every source at every sigma; returns the results dict.
+             progress: bool = True, noise_model: Optional[NoiseModel] = None,
+             map_scales: Sequence[float] = ()) -> dict:
+  """Scores every model on every source at every level; returns the results dict.
 
   ``results["rows"]``: one row per (model, data, sigma, image) with ``psnr``,
   ``ssim`` and the noisy input's ``psnr_noisy``/``ssim_noisy``;
   ``results["mean"][model][data][sigma]``: their averages over images.
+  ``noise_model``: the noise kind (default Gaussian) at each level.
+  ``map_scales``: the wrong-map sweep, for the models whose map can be
+  scaled (:func:`responds_to_map_scale`): ``results["map_sweep"][model][data][sigma][scale]``
+  holds the mean scores with the map multiplied by each factor.
   """
   from tqdm.auto import tqdm
 
@@ -137,17 +166,22 @@ def evaluate(model_list: Sequence[Model], data_sources: Sequence[str], sigmas: S
       cache[source, channels] = (imgs, names)
     return cache[source, channels]
 
-  total = sum(len(images_of(s, m.channels)[0]) for m in model_list for s in data_sources) * len(sigmas)
+  noise_m = noise_model or NoiseModel()
+  sweep_models = [m for m in model_list if responds_to_map_scale(m)] if map_scales else []
+  per_model = {m.name: 1 + (len(map_scales) if m in sweep_models else 0) for m in model_list}
+  total = sum(len(images_of(s, m.channels)[0]) * per_model[m.name]
+              for m in model_list for s in data_sources) * len(sigmas)
   bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
-  rows, mean = [], {}
+  rows, mean, sweep = [], {}, {}
   for m in model_list:
     for source in data_sources:
       imgs, names = images_of(source, m.channels)
       for s in sigmas:
         given = s if model_sigma is None else model_sigma
         bar.set_postfix(model=m.name, sigma=s)
-        scores = score_images(m.module, m.variables, imgs, s, blind=m.blind, seed=seed, given_255=given,
-                              on_image=lambda: bar.update(1))
+        scores = score_images(m.module, m.variables, imgs, s, blind=m.blind, seed=seed,
+                              given_255=None if (model_sigma is None and noise_m.kind != "gaussian") else given,
+                              on_image=lambda: bar.update(1), noise_model=noise_m)
         per = []
         for nm, sc in zip(names, scores):
           row = {"model": m.name, "data": source, "sigma": float(s), "image": nm, **sc}
@@ -157,11 +191,20 @@ def evaluate(model_list: Sequence[Model], data_sources: Sequence[str], sigmas: S
         rows += per
         mean.setdefault(m.name, {}).setdefault(source, {})[f"{s:g}"] = {
             k: float(np.mean([r[k] for r in per])) for k in _KEYS}
+        if m in sweep_models:
+          for f in map_scales:
+            bar.set_postfix(model=m.name, sigma=s, map_scale=f)
+            sc = score_images(m.module, m.variables, imgs, s, blind=m.blind, seed=seed,
+                              given_255=None if model_sigma is None else model_sigma,
+                              on_image=lambda: bar.update(1), noise_model=noise_m, map_scale=f)
+            sweep.setdefault(m.name, {}).setdefault(source, {}).setdefault(f"{s:g}", {})[f"{f:g}"] = {
+                k: float(np.mean([r[k] for r in sc])) for k in _KEYS}
   bar.close()
-  return {
+  results = {
       "sigmas": [float(s) for s in sigmas],
       "data": list(data_sources),
       "seed": seed,
+      "noise": noise_m.kind,
       "model_sigma": model_sigma,
       "models": {m.name: {"spec": m.spec, "description": m.description,
                           "train_sigma": m.train_sigma} for m in model_list},
@@ -170,6 +213,10 @@ def evaluate(model_list: Sequence[Model], data_sources: Sequence[str], sigmas: S
       "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
                       "matmul_precision": str(jax.config.jax_default_matmul_precision)},
   }
+  if map_scales:
+    results["map_scales"] = [float(f) for f in map_scales]
+    results["map_sweep"] = sweep
+  return results
 
 
 def _data_label(source: str) -> str:
@@ -192,6 +239,15 @@ def markdown_table(results: dict) -> str:
                for n in names]
       out.append(f"| {key} | {first['psnr_noisy']:.2f} / {first['ssim_noisy']:.3f} | " + " | ".join(cells) + " |")
     out.append("")
+  for name, per_source in results.get("map_sweep", {}).items():
+    scales = results["map_scales"]
+    for source, per_sigma in per_source.items():
+      out.append(f"### {name} on {_data_label(source)}: PSNR dB with the noise map scaled by a factor\n")
+      out.append("| sigma | " + " | ".join(f"x{f:g}" for f in scales) + " |")
+      out.append("|---:|" + "---:|" * len(scales))
+      for key, per_scale in per_sigma.items():
+        out.append(f"| {key} | " + " | ".join(f"{per_scale[f'{f:g}']['psnr']:.2f}" for f in scales) + " |")
+      out.append("")
   return "\n".join(out)
 
 
@@ -232,8 +288,41 @@ def plot(results: dict, path: str) -> str:
   return path
 
 
+def plot_map_scales(results: dict, path: str) -> str:
+  """PSNR versus the factor applied to the noise map, one panel per data source,
+  one curve per (model, sigma): the wrong-map experiment."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  sources = results["data"]
+  scales = results["map_scales"]
+  fig, axes = plt.subplots(1, len(sources), figsize=(5.5 * len(sources), 4.2), squeeze=False)
+  for ax, source in zip(axes[0], sources):
+    for name, per_source in results["map_sweep"].items():
+      for key, per_scale in per_source.get(source, {}).items():
+        ax.plot(scales, [per_scale[f"{f:g}"]["psnr"] for f in scales], "o-", ms=4,
+                label=f"{name}, sigma={key}")
+    ax.axvline(1.0, color="0.6", lw=1, ls=":")
+    ax.set_xscale("log")
+    ax.set_xticks(scales)
+    ax.set_xticklabels([f"{f:g}" for f in scales])
+    ax.set_xlabel("noise map given / true (x)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(f"{_data_label(source)}: under- and over-estimated noise ({results.get('noise', 'gaussian')})")
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  with files.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=130, format="png")
+  plt.close(fig)
+  return path
+
+
 def write_results(results: dict, out_dir: str, *, make_plot: bool = True) -> dict:
-  """Writes results.json, results.csv, results.md (and psnr_vs_sigma.png); returns the paths."""
+  """Writes results.json, results.csv, results.md (and psnr_vs_sigma.png, and
+  psnr_vs_map_scale.png after a map-scale sweep); returns the paths."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {k: os.path.join(out_dir, f) for k, f in
            (("json", "results.json"), ("csv", "results.csv"), ("md", "results.md"), ("png", "psnr_vs_sigma.png"))}
@@ -249,6 +338,8 @@ def write_results(results: dict, out_dir: str, *, make_plot: bool = True) -> dic
   files.write_text(paths["md"], markdown_table(results))
   if make_plot:
     plot(results, paths["png"])
+    if results.get("map_sweep"):
+      paths["map_png"] = plot_map_scales(results, os.path.join(out_dir, "psnr_vs_map_scale.png"))
   else:
     del paths["png"]
   return paths

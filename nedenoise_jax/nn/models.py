@@ -1,4 +1,4 @@
-"""Denoisers (FDnCNN, DRUNet, DnCNN) in the modes ``ordinary``, ``scale_equiv``,
+"""Denoisers (FDnCNN, DRUNet, DnCNN, FFDNet, CBDNet) in the modes ``ordinary``, ``scale_equiv``,
 ``norm_equiv`` and ``wrapped``.
 
 Every model is called as ``module.apply(variables, x, sigma)`` with ``x`` of
@@ -28,6 +28,8 @@ ARCH_KWARGS = {
     "fdncnn": ("features", "depth"),
     "drunet": ("features", "blocks"),
     "dncnn": ("features", "depth"),
+    "ffdnet": ("features", "depth"),
+    "cbdnet": ("estimator_features", "estimator_depth", "denoiser", "features", "depth", "blocks"),
 }
 COMMON_KWARGS = ("parametrization", "dtype", "param_dtype")
 
@@ -52,7 +54,22 @@ def _prepare(x: jax.Array, sigma, *, channels: int, blind: bool, name: str) -> O
   if sigma is None:
     raise ValueError(f"{name} is non-blind: pass sigma, a scalar, (N,) or (N, H, W, 1) array "
                      "in the image's units")
-  return ops.sigma_map(sigma, x)
+  noise_map = ops.sigma_map(sigma, x)
+  check_map_values(noise_map, name)
+  return noise_map
+
+
+def check_map_values(noise_map, name: str) -> None:
+  """A ``ValueError`` for negative or non-finite noise levels (on concrete arrays; traced ones pass)."""
+  if isinstance(noise_map, jax.core.Tracer):
+    return
+  values = jnp.asarray(noise_map)
+  if not bool(jnp.all(jnp.isfinite(values))):
+    raise ValueError(f"{name}: sigma (the noise-level map) has NaN or infinite values; expected "
+                     "finite standard deviations >= 0 in the image's units")
+  if not bool(jnp.all(values >= 0)):
+    raise ValueError(f"{name}: sigma (the noise-level map) has negative values (min "
+                     f"{float(jnp.min(values)):.4g}); expected standard deviations >= 0")
 
 
 def _with_map(x: jax.Array, noise_map: Optional[jax.Array]) -> jax.Array:
@@ -191,6 +208,159 @@ class DnCNN(Denoiser):
     return (x - noise.astype(x.dtype)).astype(x.dtype)
 
 
+def _pad_even(x: jax.Array) -> jax.Array:
+  """Pads H and W at the bottom/right to even sizes by repeating the last row/column.
+
+  A copy of pixels: it commutes with ``x -> a*x + b`` and depends only on
+  neighbouring pixels (tiles of an image are padded as the image is).
+  """
+  ph, pw = x.shape[1] % 2, x.shape[2] % 2
+  return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge") if ph or pw else x
+
+
+def _rms_pool2(m: jax.Array) -> jax.Array:
+  """``sqrt(mean(m**2))`` over 2x2 blocks of a noise map: the standard deviation of the
+  block's average variance (scales with the map; finite gradients at 0)."""
+  n, h, w, c = m.shape
+  ms = jnp.mean(jnp.square(m).reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+  pos = ms > 0
+  return jnp.where(pos, jnp.sqrt(jnp.where(pos, ms, 1)), 0).astype(m.dtype)
+
+
+class FFDNet(Denoiser):
+  """FFDNet (Zhang, Zuo & Zhang 2018): the image is pixel-unshuffled by 2, the
+  noise-level map (pooled to that resolution, root mean square) concatenated
+  as an extra channel, ``depth`` 3x3 convolutions of ``features`` channels
+  applied there, and the ``4*channels`` outputs pixel-shuffled back.
+
+  Full size: gray ``features=64, depth=15`` (485,316 parameters in
+  ``ordinary``, as KAIR's ``FFDNet(in_nc=1, nc=64, nb=15)``), colour
+  ``features=96, depth=12`` (852,108, KAIR's ``in_nc=3, nc=96, nb=12``).
+  Odd sizes are padded by repeating the last row/column, then cropped. In
+  ``norm_equiv`` the map channel is free and the shuffles are permutations,
+  so the model is exactly NE. ``blind=True`` drops the map (a blind model).
+  """
+
+  arch: ClassVar[str] = "ffdnet"
+  blind: bool = False
+  features: int = 64
+  depth: int = 15
+
+  @nn.compact
+  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
+    spec, noise_map, kw = self._start(x, sigma)
+    h, w = x.shape[1:3]
+    z = ops.pixel_unshuffle(_pad_even(x), 2)
+    if noise_map is not None:
+      z = jnp.concatenate([z, _rms_pool2(_pad_even(noise_map)).astype(z.dtype)], axis=-1)
+    sort = spec.sort_pool
+    for i in range(self.depth - 1):
+      z = conv(spec, self.features, free_channels=0 if (i or self.blind) else 1,
+               name=f"conv_{i}", **kw)(z, sort_input=sort and i > 0)
+      if not sort:
+        z = activation(spec, z)
+    z = conv(spec, 4 * self.channels, free_channels=0 if (self.depth > 1 or self.blind) else 1,
+             name=f"conv_{self.depth - 1}", **kw)(z, sort_input=sort and self.depth > 1)
+    return ops.pixel_shuffle(z, 2)[:, :h, :w, :].astype(x.dtype)
+
+
+class NoiseEstimator(nn.Module):
+  """CBDNet's noise-estimation subnetwork: ``depth`` 3x3 convolutions, a map ``(N, H, W, 1)``.
+
+  * ``ordinary``: conv + ReLU layers, the last one too (Guo et al. 2019);
+  * ``scale_equiv``: the same without biases: ``m(a*x) = a*m(x)``;
+  * ``norm_equiv``: affine convolutions and SortPool, then a last convolution
+    whose filters sum to **0**, and a magnitude: ``m(a*x + b) = a*m(x)``
+    for ``a > 0`` (scale-equivariant, shift-invariant, non-negative).
+  """
+
+  features: int = 32
+  depth: int = 5
+  mode: str = "norm_equiv"
+  parametrization: ops.Parametrization = "centre"
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    spec = mode_spec(self.mode)
+    kw = dict(parametrization=self.parametrization, dtype=self.dtype, param_dtype=self.param_dtype)
+    h, sort = x, spec.sort_pool
+    for i in range(self.depth - 1):
+      h = conv(spec, self.features, name=f"conv_{i}", **kw)(h, sort_input=sort and i > 0)
+      if not sort:
+        h = activation(spec, h)
+    last = f"conv_{self.depth - 1}"
+    if spec.constraint == "affine":
+      s = Conv(1, constraint="zero_sum", padding="reflect", kernel_scale=1.0, name=last, **kw)(
+          h, sort_input=sort and self.depth > 1)
+      return jnp.abs(s)
+    return nn.relu(conv(spec, 1, name=last, **kw)(h))
+
+
+DENOISERS = ("drunet", "fdncnn", "ffdnet")
+
+
+class CBDNet(Denoiser):
+  """CBDNet (Guo et al. 2019): a noise estimator, then a non-blind denoiser fed its map.
+
+  ``y = D(x, map_scale * E(x))`` with ``E`` a :class:`NoiseEstimator`
+  (``estimator_features x estimator_depth``, 32 x 5 at full size) and ``D``
+  a non-blind ``denoiser``: ``"drunet"`` (a U-Net, the default; ``features``
+  per level, ``blocks`` residual blocks per level; it stands in for the
+  paper's plain U-Net), ``"fdncnn"`` or ``"ffdnet"`` (``features=(F,)`` and
+  ``depth``). ``map_scale`` (call argument) is the paper's interactive
+  correction of the estimated map; ``return_map=True`` also returns ``E(x)``
+  (for the asymmetric and total-variation losses of training). A non-blind
+  CBDNet (``blind=False``) takes the map as ``sigma`` and has no estimator.
+  In ``norm_equiv`` both parts are built from NE layers and ``E`` is
+  scale-equivariant and shift-invariant, so the blind model is NE.
+  """
+
+  arch: ClassVar[str] = "cbdnet"
+  blind: bool = True
+  estimator_features: int = 32
+  estimator_depth: int = 5
+  denoiser: str = "drunet"
+  features: Sequence[int] = (64, 128, 256)
+  depth: int = 17
+  blocks: int = 2
+
+  def _denoiser(self) -> nn.Module:
+    common = dict(mode=self.mode, blind=False, channels=self.channels,
+                  parametrization=self.parametrization, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="denoiser")
+    feats = tuple(self.features)
+    if self.denoiser == "drunet":
+      return DRUNet(features=feats, blocks=self.blocks, **common)
+    return ARCHS[self.denoiser](features=feats[0], depth=self.depth, **common)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False, map_scale=1.0,
+               return_map: bool = False):
+    noise_map = _prepare(x, sigma, channels=self.channels, blind=self.blind, name="CBDNet")
+    if self.blind:
+      noise_map = NoiseEstimator(self.estimator_features, self.estimator_depth, self.mode,
+                                 self.parametrization, self.dtype, self.param_dtype,
+                                 name="estimator")(x).astype(x.dtype)
+    given = noise_map * jnp.asarray(map_scale).astype(noise_map.dtype)
+    y = self._denoiser()(x, given, train=train).astype(x.dtype)
+    return (y, noise_map) if return_map else y
+
+
+def _normalization(x: jax.Array):
+  """``(mu, s, flat)``: each image's mean and standard deviation over H, W, C, and
+  whether it is constant (then ``s = 1``), all ``(N, 1, 1, 1)``."""
+  mu = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+  var = jnp.mean(jnp.square(x - mu), axis=(1, 2, 3), keepdims=True)
+  # Exactly constant images (float rounding makes their variance tiny, not 0)
+  # and variances that underflow are returned unchanged.
+  flat = (jnp.max(x, axis=(1, 2, 3), keepdims=True) == jnp.min(x, axis=(1, 2, 3), keepdims=True)
+          ) | (var <= 0)
+  # sqrt only of positive values: keeps gradients finite on constant images.
+  return mu, jnp.sqrt(jnp.where(flat, jnp.ones_like(var), var)), flat
+
+
 class Wrapped(nn.Module):
   """Normalize -> backbone -> denormalize (Saied & Fleuret 2026).
 
@@ -211,37 +381,72 @@ class Wrapped(nn.Module):
     return self.inner.blind
 
   @nn.compact
-  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False, **kwargs):
+    """``kwargs`` go to the backbone (CBDNet's ``map_scale``, ``return_map``: the
+    estimated map is returned in ``x``'s units)."""
     noise_map = _prepare(x, sigma, channels=self.inner.channels, blind=self.inner.blind,
                          name=f"wrapped {type(self.inner).__name__}")
-    mu = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
-    var = jnp.mean(jnp.square(x - mu), axis=(1, 2, 3), keepdims=True)
-    # Exactly constant images (float rounding makes their variance tiny, not 0)
-    # and variances that underflow are returned unchanged.
-    flat = (jnp.max(x, axis=(1, 2, 3), keepdims=True) == jnp.min(x, axis=(1, 2, 3), keepdims=True)
-            ) | (var <= 0)
-    # sqrt only of positive values: keeps gradients finite on constant images.
-    scale = jnp.sqrt(jnp.where(flat, jnp.ones_like(var), var))
+    mu, scale, flat = _normalization(x)
     z = (x - mu) / scale
     inner_sigma = None if noise_map is None else noise_map / scale
-    y = self.inner(z, inner_sigma, train=train) * scale + mu
-    return jnp.where(flat, x, y).astype(x.dtype)
+    out = self.inner(z, inner_sigma, train=train, **kwargs)
+    est = None
+    if kwargs.get("return_map"):
+      out, est = out
+      est = jnp.where(flat, jnp.zeros_like(est), est * scale).astype(x.dtype)
+    y = jnp.where(flat, x, out * scale + mu).astype(x.dtype)
+    return y if est is None else (y, est)
 
 
-ARCHS = {cls.arch: cls for cls in (FDnCNN, DRUNet, DnCNN)}
+ARCHS = {cls.arch: cls for cls in (FDnCNN, DRUNet, DnCNN, FFDNet, CBDNet)}
 
 
-def create(arch: str, *, mode: str, blind: bool, channels: int = 1, **arch_kwargs: Any) -> nn.Module:
+def estimate_map(module: nn.Module, variables, x: jax.Array) -> jax.Array:
+  """The noise map ``(N, H, W, 1)`` a blind CBDNet (wrapped or not) estimates for ``x``.
+
+  Runs only the estimator (not the denoiser); the wrapped model's estimate
+  is taken on the normalized image and scaled back, as in its ``__call__``.
+  """
+  if not estimates_noise(module):
+    raise ValueError(f"{type(module).__name__} does not estimate noise maps; expected a blind "
+                     "cbdnet (models.create('cbdnet', ...))")
+  wrapped = isinstance(module, Wrapped)
+  inner = module.inner if wrapped else module
+  params = variables["params"]["inner"] if wrapped else variables["params"]
+  _prepare(x, None, channels=inner.channels, blind=True, name="CBDNet estimator")
+  est = NoiseEstimator(inner.estimator_features, inner.estimator_depth, inner.mode,
+                       inner.parametrization, inner.dtype, inner.param_dtype)
+  run = lambda z: est.apply({"params": params["estimator"]}, z).astype(x.dtype)  # noqa: E731
+  if not wrapped:
+    return run(x)
+  mu, scale, flat = _normalization(x)
+  return jnp.where(flat, 0, run((x - mu) / scale) * scale).astype(x.dtype)
+
+
+def estimates_noise(module: nn.Module) -> bool:
+  """Whether ``module`` estimates its own noise map (a blind CBDNet, wrapped or not):
+  it then takes ``map_scale`` and ``return_map`` call arguments."""
+  inner = module.inner if isinstance(module, Wrapped) else module
+  return isinstance(inner, CBDNet) and inner.blind
+
+
+def create(arch: str, *, mode: str, blind: Optional[bool] = None, channels: int = 1,
+           **arch_kwargs: Any) -> nn.Module:
   """Builds a denoiser.
 
   Args:
-    arch: ``"fdncnn"``, ``"drunet"`` or ``"dncnn"``.
+    arch: ``"fdncnn"``, ``"drunet"``, ``"dncnn"``, ``"ffdnet"`` or ``"cbdnet"``.
     mode: ``"ordinary"``, ``"scale_equiv"``, ``"norm_equiv"`` or ``"wrapped"``.
-    blind: if False the model takes a noise level ``sigma``.
+    blind: if False the model takes a noise level ``sigma``; default False
+      for ffdnet, True for the others (a blind cbdnet estimates its map).
     channels: image channels (1 gray, 3 colour).
     **arch_kwargs: fdncnn ``features=64, depth=20``; drunet
       ``features=(64, 128, 256, 512), blocks=4``; dncnn ``features=64,
-      depth=17``; all: ``parametrization`` (``"centre"`` or ``"roll"``),
+      depth=17``; ffdnet ``features=64, depth=15`` (colour at full size:
+      96, 12); cbdnet ``estimator_features=32, estimator_depth=5,
+      denoiser="drunet", features=(64, 128, 256), blocks=2`` (or
+      ``denoiser="fdncnn"``/``"ffdnet"`` with ``features=(F,)`` and
+      ``depth``); all: ``parametrization`` (``"centre"`` or ``"roll"``),
       ``dtype`` (compute dtype, e.g. ``jnp.bfloat16``), ``param_dtype``.
 
   Returns:
@@ -258,15 +463,28 @@ def create(arch: str, *, mode: str, blind: bool, channels: int = 1, **arch_kwarg
     raise ValueError(f"unknown keyword(s) {unknown} for arch {arch!r}; expected some of {allowed}")
   if not isinstance(channels, int) or channels < 1:
     raise ValueError(f"channels must be a positive int, got {channels!r}")
-  if "features" in arch_kwargs and arch == "drunet":
-    arch_kwargs["features"] = tuple(int(f) for f in arch_kwargs["features"])
+  cls = ARCHS[arch]
+  if blind is None:
+    blind = cls.blind
+  if "features" in arch_kwargs and arch in ("drunet", "cbdnet"):
+    f = arch_kwargs["features"]
+    arch_kwargs["features"] = (int(f),) if isinstance(f, int) else tuple(int(v) for v in f)
+  if arch == "cbdnet":
+    den = arch_kwargs.get("denoiser", cls.denoiser)
+    if den not in DENOISERS:
+      raise ValueError(f"unknown cbdnet denoiser {den!r}; expected one of {DENOISERS}")
+    feats = arch_kwargs.get("features", cls.features)
+    if den != "drunet" and len(feats) != 1:
+      raise ValueError(f"cbdnet with denoiser={den!r} takes features=(F,), one width; got {feats}")
   if arch_kwargs.get("parametrization", "centre") not in ops.PARAMETRIZATIONS:
     raise ValueError(f"unknown parametrization {arch_kwargs['parametrization']!r}; "
                      f"expected one of {ops.PARAMETRIZATIONS}")
-  cls = ARCHS[arch]
   inner_mode = "ordinary" if mode == "wrapped" else mode
   if inner_mode == "norm_equiv":
     check_even(arch_kwargs.get("features", cls.features), f"{arch} features")
+    if arch == "cbdnet" and blind:
+      check_even(arch_kwargs.get("estimator_features", cls.estimator_features),
+                 "cbdnet estimator_features")
   module = cls(mode=inner_mode, blind=bool(blind), channels=channels, **arch_kwargs)
   return Wrapped(inner=module) if mode == "wrapped" else module
 

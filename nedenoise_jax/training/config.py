@@ -28,7 +28,7 @@ def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.arch = arch
   c.model.mode = "norm_equiv"  # ordinary | scale_equiv | norm_equiv | wrapped
-  c.model.blind = True
+  c.model.blind = models.ARCHS[arch].blind  # True, but False for ffdnet
   c.model.channels = 1
   for key in models.ARCH_KWARGS[arch]:  # the full-size defaults of the model class
     c.model[key] = getattr(models.ARCHS[arch], key)
@@ -45,8 +45,19 @@ def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
   c.data.num_workers = 0  # grain worker processes (0: in the main process)
 
   c.noise = ml_collections.ConfigDict()
-  c.noise.sigma_min = 0.0  # 0-255 scale, drawn uniformly per patch
+  # The noise model of training and validation (nedenoise_jax.noise).
+  c.noise.kind = "gaussian"  # gaussian | gaussian_map | poisson_gaussian | camera
+  c.noise.sigma_min = 0.0  # 0-255 scale, drawn uniformly per patch (gaussian, gaussian_map)
   c.noise.sigma_max = 50.0
+  c.noise.patterns = "constant,gradient,lowfreq,piecewise"  # gaussian_map: map shapes drawn from
+  c.noise.a_min = 0.0  # poisson_gaussian, camera: variance a*x + b on [0, 1] images
+  c.noise.a_max = 0.02
+  c.noise.b_min = 0.0
+  c.noise.b_max = 0.01
+  c.noise.gamma = 2.2  # camera: response x**(1/gamma)
+  c.noise.demosaic = False  # camera: RGGB mosaic + bilinear demosaicking (colour)
+  c.noise.jpeg_quality = 0  # camera: 0 off, else JPEG quality
+  # Validation levels (0-255): the noise kind at each level (noise.NoiseModel.at_level).
   c.noise.val_sigmas = (15.0, 25.0, 50.0)
 
   c.train = ml_collections.ConfigDict()
@@ -60,6 +71,10 @@ def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
   c.train.schedule_steps = 100_000  # step: halve the rate every this many steps
   c.train.warmup_steps = 0
   c.train.loss = "mse"  # mse | l1
+  # CBDNet (blind): + asym_weight * asymmetric loss on the map + tv_weight * its total variation
+  c.train.asym_weight = 0.5  # lambda_asymm (Guo et al. 2019)
+  c.train.asym_alpha = 0.3  # weight of over-estimates; under-estimates get 1 - alpha
+  c.train.tv_weight = 0.05  # lambda_TV
   c.train.grad_clip = 0.0  # global norm; 0: off
   c.train.log_every = 50
   c.train.eval_every = 10_000  # 0: only at the end

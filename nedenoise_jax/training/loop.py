@@ -25,11 +25,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nedenoise_jax import data, files, ops
-from nedenoise_jax.evaluation import evaluate as evaluation, metrics, noise
+from nedenoise_jax import data, files, noise, ops
+from nedenoise_jax.evaluation import evaluate as evaluation, metrics
 from nedenoise_jax.kernels import build as kernel_build, xla_options
 from nedenoise_jax.nn import models
-from nedenoise_jax.training import checkpoints
+from nedenoise_jax.training import checkpoints, losses
 from nedenoise_jax.training.state import TrainState, abstract_state, create_optimizer, init_state
 
 
@@ -83,31 +83,55 @@ def check_batch(global_batch: int, mesh: Mesh) -> None:
 
 
 def train_step(state: TrainState, batch: dict, *, module: nn.Module,
-               tx: optax.GradientTransformation, loss: str, blind: bool):
-  """One optimization step. ``batch``: ``{"clean": (B, P, P, C), "sigma": (B,)}``.
+               tx: optax.GradientTransformation, loss: str, blind: bool,
+               map_loss: tuple[float, float, float] = (0.5, 0.3, 0.05)):
+  """One optimization step.
+
+  ``batch``: ``{"clean": (B, P, P, C), "sigma": (B,)}`` (Gaussian noise drawn
+  here, from ``fold_in(key, step)``), or with ``"noisy"`` and ``"noise_map"``
+  ``(B, P, P, 1)`` drawn on the host (the other noise kinds). A model that
+  estimates its noise map (blind CBDNet) adds ``asym_weight *``
+  :func:`losses.asymmetric` ``+ tv_weight *`` :func:`losses.total_variation`
+  of its estimate, ``map_loss = (asym_weight, asym_alpha, tv_weight)``.
 
   Returns ``(new_state, metrics)``. If the loss or a gradient is not finite,
   the state is returned unchanged and ``metrics["finite"]`` is False.
   """
-  key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-  clean, sigma = batch["clean"], batch["sigma"]
-  noisy = noise.add_gaussian(key, clean, sigma)
-  sig = None if blind else sigma
+  clean = batch["clean"]
+  if "noisy" in batch:
+    noisy, true_map = batch["noisy"], batch["noise_map"]
+    sig = None if blind else true_map
+  else:
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+    sigma = batch["sigma"]
+    noisy = noise.add_gaussian(key, clean, sigma)
+    true_map = sigma[:, None, None, None]
+    sig = None if blind else sigma
   has_bn = bool(state.batch_stats)
+  estimates = models.estimates_noise(module)
+  kw = {"return_map": True} if estimates else {}
+  asym_weight, asym_alpha, tv_weight = map_loss
 
   def loss_fn(params):
     variables = {"params": params}
     if has_bn:
       variables["batch_stats"] = state.batch_stats
-      out, new = module.apply(variables, noisy, sig, train=True, mutable=["batch_stats"])
+      out, new = module.apply(variables, noisy, sig, train=True, mutable=["batch_stats"], **kw)
       new_bs = new["batch_stats"]
     else:
-      out, new_bs = module.apply(variables, noisy, sig), state.batch_stats
-    err = out - clean
-    value = jnp.mean(jnp.square(err)) if loss == "mse" else jnp.mean(jnp.abs(err))
-    return value, new_bs
+      out, new_bs = module.apply(variables, noisy, sig, **kw), state.batch_stats
+    aux = {}
+    if estimates:
+      out, est = out
+      aux["map_asym"] = losses.asymmetric(est, jnp.broadcast_to(true_map, est.shape), asym_alpha)
+      aux["map_tv"] = losses.total_variation(est)
+    value = losses.reconstruction(loss, out, clean)
+    aux["rec"] = value
+    if estimates:
+      value = value + asym_weight * aux["map_asym"] + tv_weight * aux["map_tv"]
+    return value, (new_bs, aux)
 
-  (value, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (value, (new_bs, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   # optax.tree.norm's per-leaf sum of squares, as dot products (see ops.inner).
@@ -117,7 +141,10 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module,
                    key=state.key)
   keep = lambda n, o: jnp.where(finite, n, o)  # noqa: E731
   new = jax.tree_util.tree_map(keep, new, state)
-  return new, {"loss": value, "grad_norm": grad_norm, "finite": finite}
+  out = {"loss": value, "grad_norm": grad_norm, "finite": finite}
+  if estimates:
+    out.update(aux)
+  return new, out
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -164,6 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
   module = create_model(config)
+  noise_model = noise.from_config(config.noise)  # validates the noise keys before any work
+  losses.reconstruction(config.train.loss, jnp.zeros(()), jnp.zeros(()))  # a clear error early
   tx = create_optimizer(config)
   mesh = make_mesh(devices)
   check_batch(config.train.batch_size, mesh)
@@ -197,7 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   step_fn = xla_options.jit(
       functools.partial(train_step, module=module, tx=tx, loss=config.train.loss,
-                        blind=config.model.blind),
+                        blind=config.model.blind,
+                        map_loss=(config.train.asym_weight, config.train.asym_alpha,
+                                  config.train.tv_weight)),
       in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
       donate_argnums=0)
 
@@ -210,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       sigma_max=config.noise.sigma_max / 255.0, seed=config.seed,
       global_batch=config.train.batch_size, start_step=start, end_step=end,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.data.num_workers)
+      num_workers=config.data.num_workers, noise=noise_model)
 
   writer = metrics.MetricWriter(workdir, enabled=is_main)
   stop = {"signal": None}
@@ -255,8 +286,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
               "Lower train.learning_rate or set train.grad_clip.")
         loss = float(np.mean([float(r["loss"]) for r in host]))
         rate = steps_timed / max(1e-9, time.time() - t0)
-        writer.write(step, {"train/loss": loss, "train/grad_norm": float(host[-1]["grad_norm"]),
-                            "train/steps_per_s": rate})
+        scalars = {"train/loss": loss, "train/grad_norm": float(host[-1]["grad_norm"]),
+                   "train/steps_per_s": rate}
+        for k in ("rec", "map_asym", "map_tv"):
+          if k in host[-1]:
+            scalars[f"train/{k}"] = float(np.mean([float(r[k]) for r in host]))
+        writer.write(step, scalars)
         if bar is not None:
           bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
           bar.update(step - bar.n)
@@ -298,7 +333,7 @@ def _validate(module, state, config, writer, step, images) -> dict:
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
   res = evaluation.mean_scores(module, variables, images, config.noise.val_sigmas, blind=config.model.blind,
-                               seed=config.seed)
+                               seed=config.seed, noise_model=noise.from_config(config.noise))
   scalars = {}
   for s, r in res.items():
     scalars[f"val/psnr_sigma{s:g}"] = r["psnr"]
@@ -318,5 +353,5 @@ def print_summary(summary: dict) -> None:
   lines.append(f"metrics:    {os.path.join(wd, 'metrics.jsonl')} (TensorBoard: {os.path.join(wd, 'tensorboard')})")
   for s, r in summary.get("val", {}).items():
     lines.append(f"sigma={s:g}: PSNR {r['psnr']:.2f} dB (noisy {r['psnr_noisy']:.2f} dB, "
-                 f"+{r['psnr'] - r['psnr_noisy']:.2f} dB), SSIM {r['ssim']:.4f}")
+                 f"{r['psnr'] - r['psnr_noisy']:+.2f} dB), SSIM {r['ssim']:.4f}")
   print("\n".join(lines))
