@@ -38,3 +38,24 @@ def test_ssim_matches_skimage(shape):
                                     channel_axis=-1)
           for a, r in zip(x, ref)]
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 200, 256, 1), (1, 321, 481, 3), (1, 177, 163, 3), (1, 161, 170, 1)])
+def test_ms_ssim_matches_pytorch_msssim(shape):
+  """Wang, Simoncelli & Bovik 2003's 5 scales and weights, against pytorch_msssim
+  (an independent implementation in PyTorch; test-only dependency) run in float64,
+  odd sizes included (ours, in float32, is within 4e-7 of it)."""
+  torch = pytest.importorskip("torch")
+  ref_impl = pytest.importorskip("pytorch_msssim")
+  x, ref = _pair(shape, 2)
+  got = np.asarray(metrics.ms_ssim(x, ref))
+  t = lambda a: torch.tensor(np.clip(a, 0, 1) if a is x else a, dtype=torch.float64).permute(0, 3, 1, 2)  # noqa: E731
+  want = ref_impl.ms_ssim(t(x), t(ref), data_range=1.0, size_average=False).numpy()
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+  assert np.all(got < 1) and np.all(got > 0)
+  np.testing.assert_allclose(np.asarray(metrics.ms_ssim(ref, ref)), 1.0, atol=1e-6)
+
+
+def test_ms_ssim_rejects_small_images():
+  with pytest.raises(ValueError, match=r"larger than 160 pixels on their smaller side, got shape \(1, 160, 300, 1\)"):
+    metrics.ms_ssim(np.zeros((1, 160, 300, 1)), np.zeros((1, 160, 300, 1)))

@@ -1,4 +1,4 @@
-"""Image quality metrics (PSNR, SSIM) in jax, and the metric writers of a training run."""
+"""Image quality metrics (PSNR, SSIM, MS-SSIM) in jax, and the metric writers of a training run."""
 
 from __future__ import annotations
 
@@ -27,18 +27,10 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> jax.Array:
   return jnp.asarray(g / g.sum(), jnp.float32)
 
 
-def ssim(x: jax.Array, ref: jax.Array, *, data_range: float = 1.0, clip: bool = True) -> jax.Array:
-  """Structural similarity per image (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5,
-  valid region), averaged over channels. ``(N, H, W, C)`` -> ``(N,)``.
-
-  Images smaller than the window use a window of their own size.
-  """
-  if clip:
-    x = jnp.clip(x, 0.0, data_range)
-  x = x.astype(jnp.float32)
-  ref = ref.astype(jnp.float32)
-  size = min(11, x.shape[1], x.shape[2])
-  g = _gaussian_window(size, 1.5 * size / 11)
+def _ssim_cs(x: jax.Array, ref: jax.Array, data_range: float, size: int = 11, sigma: float = 1.5):
+  """Per image and channel ``(N, C)``: the mean SSIM and the mean contrast-structure term
+  over the valid region of a ``size x size`` Gaussian window (float32)."""
+  g = _gaussian_window(size, sigma)
   c = x.shape[-1]
 
   def blur(a):
@@ -48,12 +40,81 @@ def ssim(x: jax.Array, ref: jax.Array, *, data_range: float = 1.0, clip: bool = 
     return out.reshape(-1, c, out.shape[1], out.shape[2])
 
   c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-  mx, my = blur(x), blur(ref)
-  sxx = blur(x * x) - mx * mx
-  syy = blur(ref * ref) - my * my
-  sxy = blur(x * ref) - mx * my
-  s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-  return jnp.mean(s, axis=(1, 2, 3))
+  # (Co)variances from images centred on their own means (they do not change; the
+  # float32 cancellation in E[x^2] - E[x]^2 does, by the size of the mean).
+  cx = jnp.mean(x, axis=(1, 2), keepdims=True)
+  cy = jnp.mean(ref, axis=(1, 2), keepdims=True)
+  xc, yc = x - cx, ref - cy
+  mxc, myc = blur(xc), blur(yc)
+  sxx = blur(xc * xc) - mxc * mxc
+  syy = blur(yc * yc) - myc * myc
+  sxy = blur(xc * yc) - mxc * myc
+  mx = mxc + jnp.transpose(cx, (0, 3, 1, 2))
+  my = myc + jnp.transpose(cy, (0, 3, 1, 2))
+  cs = (2 * sxy + c2) / (sxx + syy + c2)
+  lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
+  return jnp.mean(lum * cs, axis=(2, 3)), jnp.mean(cs, axis=(2, 3))
+
+
+def ssim(x: jax.Array, ref: jax.Array, *, data_range: float = 1.0, clip: bool = True) -> jax.Array:
+  """Structural similarity per image (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5,
+  valid region), averaged over channels. ``(N, H, W, C)`` -> ``(N,)``.
+
+  ``C1 = (0.01 * data_range)**2``, ``C2 = (0.03 * data_range)**2``. Images
+  smaller than the window use a window of their own size.
+  """
+  if clip:
+    x = jnp.clip(x, 0.0, data_range)
+  x = x.astype(jnp.float32)
+  ref = ref.astype(jnp.float32)
+  size = min(11, x.shape[1], x.shape[2])
+  s, _ = _ssim_cs(x, ref, data_range, size, 1.5 * size / 11)
+  return jnp.mean(s, axis=1)
+
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang, Simoncelli & Bovik 2003
+
+
+def _pool2(a: jax.Array) -> jax.Array:
+  """2x2 average pooling, stride 2; an odd axis is zero-padded by one pixel on each side and
+  the zeros counted (the convention of the pytorch_msssim reference)."""
+  ph, pw = a.shape[1] % 2, a.shape[2] % 2
+  if ph or pw:
+    a = jnp.pad(a, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  n, h, w, c = a.shape
+  a = a[:, :h // 2 * 2, :w // 2 * 2]
+  return jnp.mean(a.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def ms_ssim(x: jax.Array, ref: jax.Array, *, data_range: float = 1.0, clip: bool = True,
+            weights=MS_SSIM_WEIGHTS) -> jax.Array:
+  """Multi-scale SSIM per image (Wang, Simoncelli & Bovik 2003). ``(N, H, W, C)`` -> ``(N,)``.
+
+  At each of the ``len(weights)`` scales (5) the contrast-structure term, at
+  the last the full SSIM, each with the 11x11 Gaussian window (sigma 1.5, valid
+  region) and clipped at 0; between scales 2x2 average pooling.
+  ``prod(cs_j ** w_j) * ssim_M ** w_M`` per channel, averaged over channels.
+  The smaller side must exceed ``10 * 2**(scales - 1)`` pixels (160 for 5 scales).
+  """
+  levels = len(weights)
+  need = (11 - 1) * 2 ** (levels - 1)
+  if min(x.shape[1], x.shape[2]) <= need:
+    raise ValueError(f"ms_ssim with {levels} scales needs images larger than {need} pixels on "
+                     f"their smaller side, got shape {tuple(x.shape)}")
+  if clip:
+    x = jnp.clip(x, 0.0, data_range)
+  x = x.astype(jnp.float32)
+  ref = ref.astype(jnp.float32)
+  w = jnp.asarray(weights, jnp.float32)
+  terms = []
+  for j in range(levels):
+    s, cs = _ssim_cs(x, ref, data_range)
+    if j < levels - 1:
+      terms.append(jax.nn.relu(cs))
+      x, ref = _pool2(x), _pool2(ref)
+  terms.append(jax.nn.relu(s))
+  per_channel = jnp.prod(jnp.stack(terms) ** w[:, None, None], axis=0)
+  return jnp.mean(per_channel, axis=1)
 
 
 class MetricWriter:

@@ -70,7 +70,10 @@ def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
   c.train.schedule = "constant"  # constant | step | cosine
   c.train.schedule_steps = 100_000  # step: halve the rate every this many steps
   c.train.warmup_steps = 0
-  c.train.loss = "mse"  # mse | l1
+  c.train.loss = "mse"  # mse | l1 | ssim | ms_ssim | mix (training.losses)
+  c.train.loss_alpha = 0.84  # mix: alpha * (1 - MS-SSIM) + (1 - alpha) * Gaussian-weighted l1
+  c.train.loss_switch_step = 0  # > 0: from this step on, train with loss_after
+  c.train.loss_after = ""
   # CBDNet (blind): + asym_weight * asymmetric loss on the map + tv_weight * its total variation
   c.train.asym_weight = 0.5  # lambda_asymm (Guo et al. 2019)
   c.train.asym_alpha = 0.3  # weight of over-estimates; under-estimates get 1 - alpha

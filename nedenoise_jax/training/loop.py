@@ -84,7 +84,7 @@ def check_batch(global_batch: int, mesh: Mesh) -> None:
 
 def train_step(state: TrainState, batch: dict, *, module: nn.Module,
                tx: optax.GradientTransformation, loss: str, blind: bool,
-               map_loss: tuple[float, float, float] = (0.5, 0.3, 0.05)):
+               map_loss: tuple[float, float, float] = (0.5, 0.3, 0.05), loss_alpha: float = 0.84):
   """One optimization step.
 
   ``batch``: ``{"clean": (B, P, P, C), "sigma": (B,)}`` (Gaussian noise drawn
@@ -125,7 +125,7 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module,
       out, est = out
       aux["map_asym"] = losses.asymmetric(est, jnp.broadcast_to(true_map, est.shape), asym_alpha)
       aux["map_tv"] = losses.total_variation(est)
-    value = losses.reconstruction(loss, out, clean)
+    value = losses.reconstruction(loss, out, clean, alpha=loss_alpha)
     aux["rec"] = value
     if estimates:
       value = value + asym_weight * aux["map_asym"] + tv_weight * aux["map_tv"]
@@ -192,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   is_main = jax.process_index() == 0
   module = create_model(config)
   noise_model = noise.from_config(config.noise)  # validates the noise keys before any work
-  losses.reconstruction(config.train.loss, jnp.zeros(()), jnp.zeros(()))  # a clear error early
+  losses.check_config(config.train)  # clear errors before any work
   tx = create_optimizer(config)
   mesh = make_mesh(devices)
   check_batch(config.train.batch_size, mesh)
@@ -224,13 +224,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = checkpoints.restore_state(mngr, latest, abstract_state(module, tx, config, replicated))
     start = int(latest)
 
-  step_fn = xla_options.jit(
-      functools.partial(train_step, module=module, tx=tx, loss=config.train.loss,
-                        blind=config.model.blind,
-                        map_loss=(config.train.asym_weight, config.train.asym_alpha,
-                                  config.train.tv_weight)),
-      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
-      donate_argnums=0)
+  @functools.lru_cache(maxsize=None)
+  def step_for(loss_name: str):
+    """The jitted step with reconstruction loss ``loss_name`` (one per loss of a switching run)."""
+    return xla_options.jit(
+        functools.partial(train_step, module=module, tx=tx, loss=loss_name,
+                          blind=config.model.blind,
+                          map_loss=(config.train.asym_weight, config.train.asym_alpha,
+                                    config.train.tv_weight),
+                          loss_alpha=config.train.loss_alpha),
+        in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
+        donate_argnums=0)
 
   images, _ = data.load_images(config.data.train, config.model.channels,
                                min_size=config.train.patch_size)
@@ -268,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     for local in batches:
       batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
                for k, v in local.items()}
-      state, m = step_fn(state, batch)
+      state, m = step_for(losses.loss_at(config.train, step))(state, batch)
       step += 1
       steps_timed += 1
       pending.append(m)
