@@ -16,8 +16,7 @@ LAYERS = [
     {"io"},
     {"data"},
     {"evaluation"},
-    {"training"},
-    {"loading"},
+    {"training", "loading"},  # training.init_from loads with loading.load
     {"denoise", "evaluate", "analyze", "convert_torch", "configs", "tfds_datasets"},
     {"cli", "__init__"},
 ]
@@ -110,7 +109,8 @@ def test_layers_carry_no_backend_switches():
   assert "platform_dependent" not in text and "onednn" not in text
 
 
-@pytest.mark.parametrize("name", ["quickstart", "fdncnn", "dncnn", "drunet", "generalization"])
+@pytest.mark.parametrize("name", ["quickstart", "fdncnn", "dncnn", "drunet", "generalization", "ffdnet",
+                                  "cbdnet"])
 def test_shipped_configs_resolve_and_need_no_data_on_disk(name):
   from nedenoise_jax import cli, configs
 

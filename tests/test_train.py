@@ -263,3 +263,37 @@ def test_bad_noise_and_loss_keys(tmp_path):
     with pytest.raises(ValueError, match=match):
       train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"), progress=False)
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_init_from_fine_tunes_and_rejects_other_architectures(tmp_path):
+  """``train.init_from`` starts from another run's (or a weights file's) parameters with a fresh
+  optimizer; another architecture is refused before anything is written."""
+  import nedenoise_jax
+  from nedenoise_jax.training.state import create_optimizer
+
+  base = tiny_config(**{"train.steps": 6})
+  train.train_and_evaluate(base, str(tmp_path / "base"), progress=False)
+  module, variables = nedenoise_jax.load(tmp_path / "base")
+  weights_file = nedenoise_jax.save_weights(tmp_path / "base.nedenoise", module, variables)
+  for spec in (str(tmp_path / "base"), str(weights_file)):
+    cfg = tiny_config(**{"train.steps": 1, "train.init_from": spec, "data.train": "builtin:text:3"})
+    wd = tmp_path / f"ft_{len(spec)}"
+    train.train_and_evaluate(cfg, str(wd), progress=False)
+    tuned = _params(str(wd), cfg)
+    assert int(tuned.step) == 1
+    # One Adam step from the source's parameters: each moves by at most ~lr (fresh moments).
+    for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), _leaves(tuned)):
+      assert np.max(np.abs(np.asarray(a) - b)) <= 1.01 * cfg.train.learning_rate
+    # The optimizer state restarted: step count 1, not 7.
+    counts = [np.asarray(x) for x in jax.tree_util.tree_leaves(tuned.opt_state) if np.ndim(x) == 0]
+    assert counts and all(int(c) == 1 for c in counts)
+  del create_optimizer
+  for overrides, match in (({"model.depth": 4}, "depth: 3 there, 4 in config.model"),
+                           ({"model.mode": "ordinary"}, "mode: 'norm_equiv' there, 'ordinary' in config.model")):
+    bad = tiny_config(**{"train.init_from": str(tmp_path / "base"), **overrides})
+    with pytest.raises(ValueError, match="config.train.init_from=.*another architecture.*" + match):
+      train.train_and_evaluate(bad, str(tmp_path / "bad"), progress=False)
+    assert not (tmp_path / "bad").exists()
+  with pytest.raises(ValueError, match="config.train.init_from='pretrained:nope'"):
+    train.train_and_evaluate(tiny_config(**{"train.init_from": "pretrained:nope"}), str(tmp_path / "bad"),
+                             progress=False)

@@ -7,8 +7,10 @@ A data source is one string:
   channel count.
 * ``builtin:deadleaves`` (training) and ``builtin:deadleaves-val`` (evaluation):
   procedurally generated dead-leaves images, a known training prior for
-  denoisers; they need nothing on disk or on the network. ``builtin:NAME:N``
-  sets the number of images.
+  denoisers; they need nothing on disk or on the network. ``builtin:text``
+  and ``builtin:text-val``: rendered document pages (:func:`text_page`), a
+  class of images for class-aware fine-tuning. ``builtin:NAME:N`` sets the
+  number of images.
 * ``tfds:NAME[:SPLIT]``: a prepared TFDS dataset (:mod:`nedenoise_jax.data.tfds`).
 """
 
@@ -23,7 +25,7 @@ from nedenoise_jax.data.errors import DataError
 from nedenoise_jax.io.images import IMAGE_EXTENSIONS, list_images, read_float_image, to_channels
 
 __all__ = ["BUILTIN", "DataError", "dead_leaves", "list_folder", "load_images", "read_float_image",
-           "to_channels"]
+           "text_page", "to_channels"]
 
 
 def list_folder(path: str) -> list[str]:
@@ -107,16 +109,54 @@ def dead_leaves(size: int, rng: np.random.Generator, channels: int = 1, *, r_min
   return img
 
 
-BUILTIN = {"deadleaves": (1000, 96, 128), "deadleaves-val": (2000, 12, 256)}  # seed, count, size
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:()-"
+
+
+def text_page(size: int, rng: np.random.Generator, channels: int = 1) -> np.ndarray:
+  """One rendered document page, float32 ``(size, size, channels)`` in [0, 1].
+
+  Lines of random words in Pillow's built-in scalable font (no font file
+  needed), at a random size, ink and paper grey level, with occasional
+  headings and indented paragraphs: sharp high-contrast strokes on flat
+  backgrounds, unlike natural images.
+  """
+  from PIL import Image, ImageDraw, ImageFont
+
+  paper = rng.uniform(0.8, 1.0)
+  ink = rng.uniform(0.0, 0.35)
+  page = Image.new("F", (size, size), float(paper))
+  draw = ImageDraw.Draw(page)
+  font_size = int(rng.integers(9, 22))
+  font = ImageFont.load_default(size=font_size)
+  y = int(rng.integers(0, font_size))
+  while y < size:
+    heading = rng.uniform() < 0.1
+    f = ImageFont.load_default(size=int(font_size * 1.6)) if heading else font
+    x = int(rng.integers(2, 4 * font_size)) if rng.uniform() < 0.2 else int(rng.integers(0, 6))
+    words = []
+    while len(" ".join(words)) * font_size * 0.55 < size - x:
+      words.append("".join(rng.choice(list(_LETTERS), size=int(rng.integers(1, 10)))))
+    draw.text((x, y), " ".join(words), fill=float(ink), font=f)
+    y += int((f.size if hasattr(f, "size") else font_size) * rng.uniform(1.2, 1.8))
+  img = np.asarray(page, np.float32)[..., None]
+  if channels == 3:  # coloured paper and ink
+    tint = rng.uniform(0.85, 1.0, size=3).astype(np.float32)
+    img = img * tint
+  return np.ascontiguousarray(np.broadcast_to(img, (size, size, channels)), np.float32)
+
+
+# seed, count, size, generator
+BUILTIN = {"deadleaves": (1000, 96, 128, dead_leaves), "deadleaves-val": (2000, 12, 256, dead_leaves),
+           "text": (3000, 96, 128, text_page), "text-val": (4000, 12, 256, text_page)}
 
 
 def _read_builtin(spec: str, channels: int) -> tuple[list[np.ndarray], list[str]]:
   name, _, count = spec.partition(":")
   if name not in BUILTIN:
     raise DataError(f"unknown builtin data {name!r}; expected one of {sorted(BUILTIN)}")
-  seed, n, size = BUILTIN[name]
+  seed, n, size, make = BUILTIN[name]
   n = int(count) if count else n
-  images = [dead_leaves(size, np.random.default_rng([seed, channels, i]), channels) for i in range(n)]
+  images = [make(size, np.random.default_rng([seed, channels, i]), channels) for i in range(n)]
   return images, [f"{name}_{i:04d}" for i in range(n)]
 
 

@@ -79,6 +79,9 @@ def base_config(arch: str = "fdncnn") -> ml_collections.ConfigDict:
   c.train.asym_alpha = 0.3  # weight of over-estimates; under-estimates get 1 - alpha
   c.train.tv_weight = 0.05  # lambda_TV
   c.train.grad_clip = 0.0  # global norm; 0: off
+  # Fine-tune from a weights file, a workdir or pretrained:NAME (same architecture; the
+  # optimizer state starts afresh). Used when the workdir has no checkpoint yet.
+  c.train.init_from = ""
   c.train.log_every = 50
   c.train.eval_every = 10_000  # 0: only at the end
 

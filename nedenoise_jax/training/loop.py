@@ -200,6 +200,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   batch_sharding = NamedSharding(mesh, P("data"))
   meta = _model_meta(module, config)
 
+  # Fine-tuning (a new run only): the source is read and checked before anything is written.
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  fresh = not (os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)))
+  init_variables = (_load_init(config.train.init_from, module)
+                    if config.train.init_from and fresh else None)
   mngr = checkpoints.manager(workdir, config)
   val_images = functools.lru_cache(maxsize=1)(lambda: _val_images(config) if config.data.val else [])
   latest = mngr.latest_step()
@@ -219,6 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  out_shardings=replicated)
   if latest is None:
     state = init(key)
+    if init_variables is not None:
+      state = _init_from(config.train.init_from, init_variables, tx, state, replicated)
     start = 0
   else:
     state = checkpoints.restore_state(mngr, latest, abstract_state(module, tx, config, replicated))
@@ -322,6 +329,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       signal.signal(signal.SIGTERM, old_handler)
   summary["checkpoint"] = os.path.join(workdir, "checkpoints", str(summary["step"]))
   return summary
+
+
+def _load_init(spec: str, module: nn.Module):
+  """The variables of the model ``spec`` names (``train.init_from``), whose architecture
+  must be the config's."""
+  from nedenoise_jax import loading  # the same loader as nedenoise_jax.load
+
+  try:
+    source, variables = loading.load(spec)
+  except (FileNotFoundError, ValueError) as e:
+    raise ValueError(f"config.train.init_from={spec!r}: {e}") from None
+  have, want = models.describe(source), models.describe(module)
+  diff = [f"{k}: {have.get(k)!r} there, {want[k]!r} in config.model" for k in want
+          if k not in ("dtype", "param_dtype") and have.get(k) != want[k]]
+  if diff:
+    raise ValueError(f"config.train.init_from={spec!r} is another architecture than the config's: "
+                     + "; ".join(diff))
+  return variables
+
+
+def _init_from(spec: str, variables, tx, state: TrainState, sharding) -> TrainState:
+  """``state`` with the parameters (and batch statistics) of ``variables`` and a fresh
+  optimizer state."""
+  params = variables["params"]
+  shapes = lambda t: jax.tree_util.tree_map(lambda a: (tuple(a.shape)), t)  # noqa: E731
+  if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(state.params) or (
+      shapes(params) != shapes(state.params)):
+    raise ValueError(f"config.train.init_from={spec!r}: its parameters do not have the names and "
+                     "shapes of the config's model")
+  cast = lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), sharding)  # noqa: E731
+  params = jax.tree_util.tree_map(cast, params, state.params)
+  batch_stats = state.batch_stats
+  if state.batch_stats:
+    batch_stats = jax.tree_util.tree_map(cast, variables["batch_stats"], state.batch_stats)
+  return state.replace(params=params, batch_stats=batch_stats,
+                       opt_state=jax.jit(tx.init, out_shardings=sharding)(params))
 
 
 def _val_images(config) -> list:
