@@ -1,4 +1,5 @@
-"""Look inside a denoiser: adaptive filters, Jacobian spectrum, the normalization dilemma.
+"""Look inside a denoiser: adaptive filters, Jacobian spectrum, the normalization dilemma,
+receptive fields.
 
 nedenoise analyze all --model pretrained:gray-norm_equiv \\
     --model pretrained:gray-ordinary --data folder:PATH/TO/set12 --out docs/results/analysis
@@ -13,6 +14,12 @@ nedenoise analyze all --model pretrained:gray-norm_equiv \\
 * dilemma: an image is mapped to a range [a, b] before denoising and back
   after: an ordinary model's result depends on that choice, an NE model's
   does not.
+* erf: the theoretical receptive field of each model (computed from the
+  model: the support of the centre pixel's gradient, see
+  :func:`receptive_field`) and its effective receptive field (Luo et al.
+  2016): the absolute gradient of the centre output pixel with respect to the
+  input, averaged over noisy images, at several sigmas; maps, radial profiles
+  and the radii holding 50/90/99% of it.
 """
 
 from __future__ import annotations
@@ -108,6 +115,140 @@ def dilemma(module, variables, clean: np.ndarray, sigma_255: float, ranges=DILEM
 
 
 # --------------------------------------------------------------------------- figures
+
+
+# --------------------------------------------------------------------------- receptive fields
+
+
+def _probe(module):
+  """The same architecture in ``ordinary`` mode with 2 features per layer (a receptive field
+  depends on kernel sizes, strides and depth, not on widths or the mode's layers)."""
+  desc = dict(models.describe(module))
+  desc["mode"] = "ordinary"
+  for key in ("features", "estimator_features"):
+    if key in desc:
+      desc[key] = [2] * len(desc[key]) if isinstance(desc[key], list) else 2
+  desc.pop("dtype", None)
+  return models.from_description(desc)
+
+
+def receptive_field(module, *, max_size: int = 2048) -> dict:
+  """The theoretical receptive field of ``module``'s centre output pixel, computed from the model.
+
+  The gradient of that pixel with respect to the input is taken for a copy of
+  the architecture (:func:`_probe`) whose kernels are all ``1/fan_in`` and
+  biases 0, on a positive image, in float64: every ReLU is then active and no
+  path cancels, so the gradient's support is exactly the set of pixels the
+  output can depend on. The image grows (a multiple of 8, doubling) until the
+  support stays inside it. Returns ``{"height", "width", "radius"}`` (the
+  support's bounding box, and the largest distance from the centre along an
+  axis); for ``wrapped`` models also ``"global": True``: the per-image
+  mean and standard deviation make every output depend on every input pixel
+  (the numbers are then those of the network inside).
+  """
+  probe = _probe(module)
+  desc = models.describe(module)
+  with jax.enable_x64(True):
+    size = 32
+    while True:
+      x = jnp.full((1, size, size, probe.channels), 0.5, jnp.float64)
+      sigma = None if desc["blind"] else jnp.full((1,), 0.1, jnp.float64)
+      variables = jax.eval_shape(probe.init, jax.random.key(0), x, sigma)
+
+      def fill(path, leaf):
+        name = str(path[-1])
+        if leaf.ndim == 4:
+          return jnp.full(leaf.shape, 1.0 / int(np.prod(leaf.shape[:3])), jnp.float64)
+        if "scale" in name or "var" in name:
+          return jnp.ones(leaf.shape, jnp.float64)
+        return jnp.zeros(leaf.shape, jnp.float64)
+
+      v = jax.tree_util.tree_map_with_path(fill, variables)
+      c = size // 2
+      g = jax.grad(lambda x: probe.apply(v, x, sigma)[0, c, c, :].sum())(x)
+      support = np.asarray(jnp.any(g[0] != 0, axis=-1))
+      rows, cols = np.nonzero(support)
+      touches = rows.min() == 0 or cols.min() == 0 or rows.max() == size - 1 or cols.max() == size - 1
+      if not touches or size >= max_size:
+        break
+      size *= 2
+  out = {"height": int(rows.max() - rows.min() + 1), "width": int(cols.max() - cols.min() + 1),
+         "radius": int(max(c - rows.min(), rows.max() - c, c - cols.min(), cols.max() - c))}
+  if touches:
+    out["at_least"] = True  # larger than max_size
+  if desc["mode"] == "wrapped":
+    out["global"] = True
+  return out
+
+
+def effective_receptive_field(module, variables, images: Sequence[np.ndarray], sigma_255: float, *,
+                              size: int = 96, seed: int = 0) -> np.ndarray:
+  """Luo et al.'s ERF: ``mean_i |d out_i[c, c] / d noisy_i|`` over ``images`` (centre crops of
+  ``size``), summed over channels, normalized to sum 1. ``(size, size)``."""
+  f = _fn(module, variables, sigma_255 / 255.0)
+  c = size // 2
+
+  @xla_options.jit
+  def grad(x):
+    return jax.grad(lambda x: f(x)[0, c, c, :].sum())(x)[0]
+
+  acc = np.zeros((size, size))
+  for i, img in enumerate(images):
+    h, w = img.shape[:2]
+    if min(h, w) < size:
+      raise ValueError(f"erf: image {i} of shape {img.shape} is smaller than the {size}x{size} crop")
+    y0, x0 = (h - size) // 2, (w - size) // 2
+    noisy = noisy_image(img[y0:y0 + size, x0:x0 + size][None].astype(np.float32), sigma_255, i, seed)
+    acc += np.abs(np.asarray(grad(jnp.asarray(noisy)))).sum(-1)
+  return acc / acc.sum()
+
+
+def radial_profile(erf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """``(radii, share of the ERF within each radius)`` (Chebyshev rings around the centre)."""
+  size = erf.shape[0]
+  c = size // 2
+  yy, xx = np.mgrid[0:size, 0:size]
+  ring = np.maximum(np.abs(yy - c), np.abs(xx - c))
+  radii = np.arange(ring.max() + 1)
+  return radii, np.array([erf[ring <= r].sum() for r in radii])
+
+
+def erf_summary(erf: np.ndarray) -> dict:
+  radii, cum = radial_profile(erf)
+  return {f"r{int(q * 100)}": int(radii[np.searchsorted(cum, q)]) for q in (0.5, 0.9, 0.99)}
+
+
+def plot_erf(named_models, images, sigmas, path, *, size: int = 96, seed: int = 0) -> dict:
+  """ERF maps (log scale) per model and sigma, and their cumulative radial profiles; returns the summary."""
+  plt = _plt()
+  names = list(named_models)
+  fig, axes = plt.subplots(len(names), len(sigmas) + 1, figsize=(2.6 * (len(sigmas) + 1), 2.6 * len(names)),
+                           squeeze=False)
+  res: dict = {}
+  for r, name in enumerate(names):
+    module, variables = named_models[name]
+    res[name] = {"receptive_field": receptive_field(module), "erf": {}}
+    prof = axes[r][-1]
+    for k, s in enumerate(sigmas):
+      e = effective_receptive_field(module, variables, images, s, size=size, seed=seed)
+      res[name]["erf"][f"{s:g}"] = erf_summary(e)
+      ax = axes[r][k]
+      ax.imshow(np.log10(e + 1e-8), cmap="magma", vmin=-6, vmax=np.log10(e.max()))
+      ax.set_xticks([])
+      ax.set_yticks([])
+      ax.set_title(f"{name}\nsigma={s:g}: r90={res[name]['erf'][f'{s:g}']['r90']}", fontsize=7)
+      radii, cum = radial_profile(e)
+      prof.plot(radii, cum, label=f"sigma={s:g}")
+    rf = res[name]["receptive_field"]
+    prof.axvline(rf["radius"], color="0.5", ls=":", label=f"theoretical r={rf['radius']}")
+    prof.set_xlim(0, min(size // 2, rf["radius"] + 4))
+    prof.set_xlabel("radius (px)")
+    prof.set_ylabel("share of the ERF within")
+    prof.legend(fontsize=6)
+    prof.grid(alpha=0.3)
+  fig.suptitle("effective receptive fields (log10 of the mean |gradient| of the centre pixel)", fontsize=9)
+  _save(fig, path)
+  return res
 
 
 def _plt():
@@ -215,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   import json
 
   p = argparse.ArgumentParser(prog="python -m nedenoise_jax.analyze", description=__doc__.split("\n\n")[0])
-  p.add_argument("what", choices=["filters", "svd", "dilemma", "all"])
+  p.add_argument("what", choices=["filters", "svd", "dilemma", "erf", "all"])
   p.add_argument("--model", action="append", required=True, help="pretrained:NAME, weights file or workdir")
   p.add_argument("--image", default=None, help="a clean image file (default: from --data)")
   p.add_argument("--data", default=None,
@@ -223,6 +364,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--sigmas", default="5,25,50", help="noise levels for filters and svd (0-255)")
   p.add_argument("--sigma", type=float, default=25.0, help="noise level of the dilemma")
   p.add_argument("--crop", type=int, default=40, help="side of the crop for svd (full Jacobian)")
+  p.add_argument("--erf_size", type=int, default=96, help="side of the centre crops for erf")
+  p.add_argument("--erf_images", type=int, default=12, help="images averaged by erf (from --data)")
+  p.add_argument("--untrained", action="store_true",
+                 help="erf: also each model's architecture with fresh random weights")
   p.add_argument("--out", required=True)
   args = p.parse_args(argv)
   jax.config.update("jax_default_matmul_precision", "highest")
@@ -238,7 +383,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     clean, label = default_image(1, args.data)
   sigmas = [float(s) for s in args.sigmas.split(",")]
   os.makedirs(args.out, exist_ok=True)
-  summary = {"image": label, "sigmas": sigmas}
+  summary = {"image": label, "sigmas": sigmas,
+             "receptive_field": {n: receptive_field(m) for n, (m, _) in named.items()}}
   h, w = clean.shape[:2]
   if args.what in ("filters", "all"):
     crop = clean[:min(h, 128), :min(w, 128)]
@@ -251,6 +397,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     os.path.join(args.out, "jacobian_svd.png"))
     summary["effective_dimensionality"] = {n: {f"{s:g}": d for s, d in v.items()} for n, v in dims.items()}
     print(os.path.join(args.out, "jacobian_svd.png"))
+  if args.what in ("erf", "all"):
+    imgs, _ = data.load_images(args.data or "builtin:deadleaves-val", 1)
+    erf_models = dict(named)
+    if args.untrained:
+      for n, (m, v) in named.items():
+        x = jnp.zeros((1, 16, 16, 1), jnp.float32)
+        sig = None if models.describe(m)["blind"] else jnp.zeros((1,), jnp.float32)
+        erf_models[f"{n} (untrained)"] = (m, m.init(jax.random.key(0), x, sig))
+    summary["erf"] = plot_erf(erf_models, imgs[:args.erf_images], sigmas, os.path.join(args.out, "erf.png"),
+                              size=args.erf_size)
+    print(os.path.join(args.out, "erf.png"))
   if args.what in ("dilemma", "all"):
     summary["dilemma_psnr"] = plot_dilemma(named, clean, args.sigma, os.path.join(args.out, "dilemma.png"))
     print(os.path.join(args.out, "dilemma.png"))

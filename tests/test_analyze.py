@@ -41,3 +41,65 @@ def test_dilemma():
   assert np.ptp(vals) < 1e-3, ne
   plain = analyze.dilemma(*_model("ordinary"), clean, 25.0)
   assert np.ptp(np.array(list(plain.values()))) > 0.1
+
+
+def _hand_count(arch, kw):
+  """Receptive field side by hand: each 3x3 convolution widens it by 2 pixels at its resolution."""
+  if arch in ("fdncnn", "dncnn"):
+    return 2 * kw["depth"] + 1
+  if arch == "ffdnet":  # depth convolutions at half resolution: 2*depth + 1 blocks of 2 pixels
+    return 2 * (2 * kw["depth"] + 1)
+  if arch == "cbdnet":  # the estimator's then the denoiser's convolutions, chained
+    return 2 * (kw["estimator_depth"] + kw["depth"]) + 1
+  raise AssertionError(arch)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("arch,kw", [("fdncnn", dict(features=8, depth=4)), ("fdncnn", dict(features=4, depth=7)),
+                                     ("dncnn", dict(features=8, depth=5)), ("ffdnet", dict(features=8, depth=4)),
+                                     ("cbdnet", TINY["cbdnet"])])
+def test_receptive_field_matches_hand_count(arch, kw):
+  for mode in ("norm_equiv", "ordinary", "wrapped"):
+    rf = analyze.receptive_field(models.create(arch, mode=mode, **kw))
+    assert rf["height"] == rf["width"] == _hand_count(arch, kw), (mode, rf)
+    assert rf.get("global", False) == (mode == "wrapped")  # the wrapper's statistics are global
+
+
+def test_receptive_field_grows_with_depth_and_levels():
+  small = analyze.receptive_field(models.create("drunet", mode="norm_equiv", features=(4, 4, 4, 4), blocks=1))
+  deeper = analyze.receptive_field(models.create("drunet", mode="norm_equiv", features=(4, 4, 4, 4), blocks=2))
+  fewer = analyze.receptive_field(models.create("drunet", mode="norm_equiv", features=(4, 4), blocks=1))
+  assert fewer["height"] < small["height"] < deeper["height"]
+
+
+def test_erf_sums_to_one_inside_the_receptive_field(tmp_path):
+  m, v = _model("norm_equiv")
+  images = [np.random.default_rng(i).random((40, 44, 1)).astype(np.float32) for i in range(3)]
+  erf = analyze.effective_receptive_field(m, v, images, 25.0, size=32)
+  assert erf.shape == (32, 32)
+  np.testing.assert_allclose(erf.sum(), 1.0, rtol=1e-6)
+  r = analyze.receptive_field(m)["radius"]
+  inside = np.zeros_like(erf, bool)
+  inside[16 - r:16 + r + 1, 16 - r:16 + r + 1] = True
+  assert np.all(erf[~inside] == 0) and np.all(erf[inside] > 0)
+  summary = analyze.erf_summary(erf)
+  assert 0 <= summary["r50"] <= summary["r90"] <= summary["r99"] <= r
+  with pytest.raises(ValueError, match="smaller than the 64x64 crop"):
+    analyze.effective_receptive_field(m, v, images, 25.0, size=64)
+
+
+def test_cli_erf(tmp_path):
+  a = nj.save_weights(tmp_path / "a.nedenoise", *_model("norm_equiv"))
+  b = nj.save_weights(tmp_path / "b.nedenoise", *_model("ordinary"))
+  out = tmp_path / "res"
+  assert analyze.main(["erf", "--model", str(a), "--model", str(b), "--sigmas", "5,50",
+                       "--erf_size", "32", "--erf_images", "2", "--untrained", "--out", str(out)]) == 0
+  import json
+
+  res = json.loads((out / "analysis_erf.json").read_text())
+  assert set(res["erf"]) == {"a", "b", "a (untrained)", "b (untrained)"}
+  assert res["receptive_field"]["a"]["height"] == 2 * TINY["fdncnn"]["depth"] + 1
+  assert set(res["erf"]["a"]["erf"]) == {"5", "50"}
+  assert (out / "erf.png").stat().st_size > 1000
