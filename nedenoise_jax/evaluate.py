@@ -72,6 +72,25 @@ def noise_from_args(kind: str, params: Sequence[str]) -> noise.NoiseModel:
   return noise.from_config(kw)
 
 
+def nn3d_variants(model_list: Sequence[Model], text: str) -> list[Model]:
+  """``--nn3d 1,2``: each model inside NN3D with that many iterations, named ``NAME+nn3dK``."""
+  from nedenoise_jax.nn import nonlocal_filter
+
+  try:
+    counts = [int(t) for t in text.split(",") if t.strip()]
+  except ValueError:
+    raise ValueError(f"--nn3d={text!r}: expected comma-separated iteration counts") from None
+  if any(k < 1 for k in counts):
+    raise ValueError(f"--nn3d={text!r}: expected iteration counts >= 1")
+  out = []
+  for k in counts:
+    for m in model_list:
+      module, variables = nonlocal_filter.wrap(m.module, m.variables, iterations=k)
+      out.append(Model(name=f"{m.name}+nn3d{k}", spec=m.spec, module=module, variables=variables,
+                       description=m.description, train_sigma=m.train_sigma, extra={"nn3d": k}))
+  return out
+
+
 def parse_scales(text: str) -> list[float]:
   try:
     values = [float(t) for t in text.split(",") if t.strip()]
@@ -102,6 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  help="a parameter of the noise kind: patterns, gamma, demosaic, jpeg_quality (repeatable)")
   p.add_argument("--map_scales", default="",
                  help="comma-separated factors for the wrong-map sweep, e.g. 0.5,0.75,1,1.5,2")
+  p.add_argument("--nn3d", default="",
+                 help="comma-separated NN3D iteration counts: each model is also scored inside the "
+                      "nonlocal reinforcement (nedenoise_jax.nn.nonlocal_filter), e.g. 1,2,3")
   p.add_argument("--max_images", type=int, default=0, help="use the first N images of each source (0: all)")
   p.add_argument("--no_plot", action="store_true")
   p.add_argument("--no_progress", action="store_true")
@@ -119,6 +141,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       if not eq or os.path.exists(item) or item.startswith(weights.PRETRAINED_PREFIX):
         name, spec = None, item
       model_list.append(load_model(spec, name))
+    model_list += nn3d_variants(model_list, args.nn3d)
     names = [m.name for m in model_list]
     if len(set(names)) != len(names):
       raise ValueError(f"two models share a display name in {names}; name them with --model NAME=SPEC")
