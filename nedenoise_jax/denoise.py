@@ -246,8 +246,8 @@ def denoise(image: Any, model: ModelArg = None, sigma: Any = None, *,
       a uint8 image), or a per-pixel map (``HW``, ``HW1`` or ``NHW1``, same
       units), or the name of a classical map estimator (``"local"``,
       ``"global"``, ``"poisson_gaussian"``, see :func:`estimate_noise_map`).
-      Ignored by blind models; estimated from the image (see
-      :func:`estimate_sigma`) for non-blind ones when not given.
+      A number is ignored by blind models (a map is an error); estimated from
+      the image (see :func:`estimate_sigma`) for non-blind ones when not given.
     map_scale: multiplies the noise map: the one given or estimated for a
       non-blind model, or a blind CBDNet's own estimate (the interactive
       correction of Guo et al. 2019: > 1 removes more noise, < 1 keeps detail).
@@ -285,6 +285,12 @@ def denoise(image: Any, model: ModelArg = None, sigma: Any = None, *,
     tile = max(h, w) if h * w <= 1024 * 1024 else 512
   tile = max(8, -(-tile // 8) * 8)
   apply = _make_apply(module, blind, ensemble)
+  if blind and (isinstance(sigma, str) or np.ndim(sigma) > 0):
+    raise ImageError(f"the model is blind ({desc['arch']}, {desc['mode']}): it takes no noise map; "
+                     "give sigma=None, or a non-blind model")
+  if blind and map_scale != 1.0 and not models.estimates_noise(module):
+    raise ImageError(f"map_scale={map_scale}: the model ({desc['arch']}, blind) has no noise map to "
+                     "scale; expected a non-blind model or a blind CBDNet")
   noise_map = None if blind else _map_of(sigma, xf, scale)
   if not (np.isfinite(map_scale) and map_scale >= 0):
     raise ImageError(f"map_scale={map_scale}: expected a finite factor >= 0")
@@ -375,6 +381,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (flips/rotations)")
   p.add_argument("--force", action="store_true", help="replace existing outputs (never an input)")
   args = p.parse_args(argv)
+  if args.noise_map and args.sigma is not None:
+    print("error: give --sigma (one level) or --noise_map (a per-pixel estimate), not both", file=sys.stderr)
+    return 2
   try:
     files = _inputs(args.inputs)
     inputs = {os.path.realpath(f) for f in files}

@@ -26,10 +26,11 @@ a noisy image ``y`` and the per-pixel noise standard deviation map ``m``
     (colour images), Poisson-Gaussian noise of variance ``a*L + b`` is added,
     the mosaic is demosaicked bilinearly, the response ``y = clip(L, 0, 1)**(1/gamma)``
     applied, and the result optionally JPEG-compressed (quality ``jpeg_quality``,
-    8 bits). ``m`` is the standard deviation the response gives to
-    the linear noise, ``(crf(L + s) - crf(L - s)) / 2`` with ``s = sqrt(a*L + b)``
-    (a secant, so finite at ``L = 0``); it ignores the correlations that
-    demosaicking and JPEG add. Left out: CBDNet's 201 measured response curves
+    8 bits). ``m`` is the standard deviation of the output at each pixel's
+    linear intensity without mosaic and JPEG, computed exactly
+    (:func:`camera_std_table`: the Poisson sum, the read noise by quadrature,
+    the clipping and the response), root mean square over channels; it
+    ignores what demosaicking (which averages neighbours) and JPEG do. Left out: CBDNet's 201 measured response curves
     (one gamma here), white balance and colour-space conversion, and the
     tone mapping of real cameras.
 
@@ -143,6 +144,39 @@ def demosaic_bilinear(mosaic: np.ndarray) -> np.ndarray:
   return out
 
 
+_HERMITE = np.polynomial.hermite.hermgauss(24)
+
+
+def camera_std_table(a: float, b: float, gamma: float, points: int = 129) -> tuple[np.ndarray, np.ndarray]:
+  """``(L, std)``: the standard deviation of ``clip(a*P(L/a) + sqrt(b)*n, 0, 1)**(1/gamma)``
+  on a grid of linear intensities ``L`` in [0, 1], computed exactly (the Poisson sum,
+  and Gauss-Hermite quadrature over the read noise); above 200 expected counts the
+  Poisson part is taken as Gaussian of variance ``a*L``."""
+  x, w = _HERMITE
+  w = w / np.sqrt(np.pi)
+  grid = np.linspace(0.0, 1.0, points)
+  if a == 0 and b == 0:
+    return grid, np.zeros(points)
+  out = np.empty(points)
+  crf = lambda v: np.clip(v, 0.0, 1.0) ** (1.0 / gamma)  # noqa: E731
+  for i, lin in enumerate(grid):
+    lam = lin / a if a > 0 else np.inf
+    if lam > 200:  # values around L of variance a*L + b
+      vals = lin + np.sqrt(a * lin + b) * np.sqrt(2.0) * x
+      probs = w
+    else:
+      kmax = int(lam + 10 * np.sqrt(lam) + 10)
+      k = np.arange(kmax + 1)
+      logp = k * np.log(max(lam, 1e-300)) - lam - np.cumsum(np.log(np.maximum(k, 1)))
+      pk = np.exp(logp) if lam > 0 else (k == 0).astype(float)
+      vals = (a * k[:, None] + np.sqrt(b) * np.sqrt(2.0) * x[None, :]).ravel()
+      probs = (pk[:, None] * w[None, :]).ravel()
+    g = crf(vals)
+    mean = np.sum(probs * g) / np.sum(probs)
+    out[i] = np.sqrt(max(np.sum(probs * (g - mean) ** 2) / np.sum(probs), 0.0))
+  return grid, out
+
+
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
   """``image`` in [0, 1] (``(H, W, C)``, C = 1 or 3) through 8-bit JPEG at ``quality``."""
   from PIL import Image
@@ -254,9 +288,7 @@ class NoiseModel:
     y = np.clip(noisy_lin, 0.0, 1.0) ** (1.0 / g)
     if self.jpeg_quality:
       y = jpeg(y, self.jpeg_quality)
-    s = np.sqrt(a * lin + b)
-    crf = lambda v: np.clip(v, 0.0, 1.0) ** (1.0 / g)  # noqa: E731
-    per_channel = (crf(lin + s) - crf(lin - s)) / 2.0
+    per_channel = np.interp(lin, *camera_std_table(a, b, g))
     m = np.sqrt(np.mean(per_channel ** 2, axis=-1, keepdims=True))
     return y, m
 

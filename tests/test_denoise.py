@@ -254,3 +254,15 @@ def test_estimate_noise_map():
 def test_bad_noise_maps(bad, match):
   with pytest.raises(ValueError, match=match):
     dn.denoise(np.zeros((20, 24), np.float32), _model("ffdnet", blind=False), sigma=bad)
+
+
+def test_maps_and_map_scale_need_a_model_that_uses_them():
+  img = np.zeros((20, 24), np.float32)
+  blind = _model("fdncnn", blind=True)
+  with pytest.raises(ValueError, match="the model is blind .* it takes no noise map"):
+    dn.denoise(img, blind, sigma=np.full((20, 24), 0.1))
+  with pytest.raises(ValueError, match="the model is blind"):
+    dn.denoise(img, blind, sigma="local")
+  with pytest.raises(ValueError, match="map_scale=2.0: the model .* has no noise map to scale"):
+    dn.denoise(img, blind, map_scale=2.0)
+  dn.denoise(img, blind, sigma=0.1)  # a number is ignored by blind models, as before

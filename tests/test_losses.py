@@ -84,6 +84,7 @@ def test_switch_follows_plain_run_then_differs_and_resumes(tmp_path):
      r"config.train.loss_switch_step=10 is beyond the run \(config.train.steps=10\)"),
     ({"train.loss_after": "mix"}, "config.train.loss_after='mix' needs config.train.loss_switch_step > 0"),
     ({"train.loss_alpha": 1.5}, "config.train.loss_alpha=1.5"),
+    ({"train.loss_switch_step": -2, "train.loss_after": "mix"}, "config.train.loss_switch_step=-2; expected 0"),
 ])
 def test_bad_loss_keys(tmp_path, overrides, match):
   with pytest.raises(ValueError, match=match):

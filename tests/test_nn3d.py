@@ -36,6 +36,13 @@ def test_nn3d_is_normalization_equivariant(arch, blind, channels, dtype):
   with pytest.raises(AssertionError, match="not normalization-equivariant"):
     equivariance.assert_normalization_equivariant(jax.jit(lambda x, s=None: ow.apply(ov, x, s)), x, sigma,
                                                   pairs=PAIRS, **_tol(dtype))
+  # A per-pixel map: each pixel's weights use its own level; still NE.
+  noise_map = jnp.asarray(rng.uniform(0.05, 0.2, size=(2, 17, 23, 1)), dtype)
+  mapped, mv = nl.wrap(module, variables, iterations=1, search=3, patch=1)
+  equivariance.assert_normalization_equivariant(jax.jit(lambda x, s: mapped.apply(mv, x, s)), x, noise_map,
+                                                pairs=PAIRS, **_tol(dtype))
+  with pytest.raises(ValueError, match=r"NN3D: sigma has shape \(2, 5\)"):
+    mapped.apply(mv, x, jnp.ones((2, 5), dtype))
   # Zero iterations is the CNN itself.
   zero, zv = nl.wrap(module, variables, iterations=0)
   np.testing.assert_array_equal(zero.apply(zv, x, sigma), module.apply(variables, x, sigma))

@@ -14,6 +14,7 @@ training's validation runs the same loop (:func:`mean_scores`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -57,8 +58,10 @@ class Model:
 
 
 def training_range(config: Optional[dict]) -> Optional[tuple[float, float]]:
-  """The 0-255 sigma range a training config drew from, if it says."""
+  """The 0-255 sigma range a training config drew from, if it says (Gaussian noise kinds only)."""
   noise = (config or {}).get("noise") or {}
+  if noise.get("kind", "gaussian") not in ("gaussian", "gaussian_map"):
+    return None
   if "sigma_min" in noise and "sigma_max" in noise:
     return float(noise["sigma_min"]), float(noise["sigma_max"])
   return None
@@ -167,9 +170,8 @@ def evaluate(model_list: Sequence[Model], data_sources: Sequence[str], sigmas: S
     return cache[source, channels]
 
   noise_m = noise_model or NoiseModel()
-  sweep_models = [m for m in model_list if responds_to_map_scale(m)] if map_scales else []
-  per_model = {m.name: 1 + (len(map_scales) if m in sweep_models else 0) for m in model_list}
-  total = sum(len(images_of(s, m.channels)[0]) * per_model[m.name]
+  sweep_ids = {id(m) for m in model_list if responds_to_map_scale(m)} if map_scales else set()
+  total = sum(len(images_of(s, m.channels)[0]) * (1 + (len(map_scales) if id(m) in sweep_ids else 0))
               for m in model_list for s in data_sources) * len(sigmas)
   bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
   rows, mean, sweep = [], {}, {}
@@ -191,7 +193,7 @@ def evaluate(model_list: Sequence[Model], data_sources: Sequence[str], sigmas: S
         rows += per
         mean.setdefault(m.name, {}).setdefault(source, {})[f"{s:g}"] = {
             k: float(np.mean([r[k] for r in per])) for k in _KEYS}
-        if m in sweep_models:
+        if id(m) in sweep_ids:
           for f in map_scales:
             bar.set_postfix(model=m.name, sigma=s, map_scale=f)
             sc = score_images(m.module, m.variables, imgs, s, blind=m.blind, seed=seed,
@@ -205,6 +207,8 @@ def evaluate(model_list: Sequence[Model], data_sources: Sequence[str], sigmas: S
       "data": list(data_sources),
       "seed": seed,
       "noise": noise_m.kind,
+      "noise_model": {k: (list(v) if isinstance(v, tuple) else v)
+                      for k, v in dataclasses.asdict(noise_m).items()},
       "model_sigma": model_sigma,
       "models": {m.name: {"spec": m.spec, "description": m.description,
                           "train_sigma": m.train_sigma} for m in model_list},

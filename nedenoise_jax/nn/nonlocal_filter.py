@@ -45,15 +45,17 @@ def nonlocal_means(y: jax.Array, guide: jax.Array, sigma: jax.Array, *, search: 
   window, ``w = exp(-d2(p, q) / (h*sigma)**2)`` with ``d2`` the mean squared difference of the
   ``(2*patch+1)**2`` patches of ``guide`` around ``p`` and ``q`` (channels averaged).
 
-  ``y``, ``guide``: ``(N, H, W, C)``; ``sigma``: ``(N,)`` in their units. Borders repeat the
-  edge pixels. A zero ``sigma`` returns ``y``.
+  ``y``, ``guide``: ``(N, H, W, C)``; ``sigma``: ``(N,)`` or a map ``(N, H, W, 1)`` (each
+  pixel's weights use its own level), in their units. Borders repeat the edge pixels.
+  Where ``sigma`` is 0 the pixel of ``y`` is returned.
   """
   n, hgt, wid, c = y.shape
   pad = search + patch
   gp = jnp.pad(guide, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
   yp = jnp.pad(y, ((0, 0), (search, search), (search, search), (0, 0)), mode="edge")
   ref = jax.lax.dynamic_slice(gp, (0, search, search, 0), (n, hgt + 2 * patch, wid + 2 * patch, c))
-  s = jnp.asarray(sigma, y.dtype).reshape(n, 1, 1)
+  s = jnp.asarray(sigma, y.dtype)
+  s = s.reshape(n, 1, 1) if s.ndim <= 1 else s.reshape(n, hgt, wid)
   positive = s > 0
   h2 = jnp.where(positive, jnp.square(h * s), jnp.ones_like(s))
   k = 2 * patch + 1
@@ -83,9 +85,10 @@ class NN3D(nn.Module):
 
   ``inner``: any denoiser of :func:`models.create` (its parameters live under
   ``"inner"``: ``{"params": {"inner": params}}``). Called like it:
-  ``apply(variables, y, sigma)``; for a blind ``inner``, ``sigma`` (optional)
-  only sets the filter's level, else it is estimated. A non-blind ``inner``
-  gets ``lam * sigma`` for the blended images (the filtered part is nearly
+  ``apply(variables, y, sigma)``, ``sigma`` a scalar, ``(N,)`` or a per-pixel
+  map ``(N, H, W, 1)``; for a blind ``inner``, ``sigma`` (optional) only sets
+  the filter's level, else it is estimated. A non-blind ``inner`` gets
+  ``lam * sigma`` for the blended images (the filtered part is nearly
   noise-free). ``iterations = 0`` is the plain CNN.
   """
 
@@ -108,17 +111,23 @@ class NN3D(nn.Module):
 
   @nn.compact
   def __call__(self, y: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
-    blind = self.inner.blind
-    if blind:
-      level = mad_sigma(y) if sigma is None else jnp.broadcast_to(jnp.asarray(sigma, y.dtype), y.shape[:1])
+    n, h, w, _ = y.shape
+    if sigma is None:
+      if not self.inner.blind:
+        raise ValueError("NN3D around a non-blind denoiser: pass sigma (a scalar, (N,) or (N, H, W, 1))")
+      level = mad_sigma(y)
+    else:
+      s_arr = jnp.asarray(sigma, y.dtype)
+      if s_arr.ndim == 0 or s_arr.shape == (n,):
+        level = jnp.broadcast_to(s_arr, (n,))
+      elif s_arr.shape in ((n, 1, 1, 1), (n, h, w, 1)):
+        level = jnp.broadcast_to(s_arr, (n, h, w, 1))
+      else:
+        raise ValueError(f"NN3D: sigma has shape {s_arr.shape}; for images of shape {y.shape} expected "
+                         f"a scalar, ({n},), ({n}, 1, 1, 1) or ({n}, {h}, {w}, 1)")
+    if self.inner.blind:
       cnn = lambda z, s: self.inner(z, None, train=train)  # noqa: E731
     else:
-      if sigma is None:
-        raise ValueError("NN3D around a non-blind denoiser: pass sigma")
-      s_arr = jnp.asarray(sigma, y.dtype)
-      if s_arr.ndim > 1:
-        raise ValueError(f"NN3D takes sigma as a scalar or (N,), got shape {s_arr.shape}")
-      level = jnp.broadcast_to(s_arr, y.shape[:1])
       cnn = lambda z, s: self.inner(z, s, train=train)  # noqa: E731
     x = cnn(y, level)
     for _ in range(self.iterations):

@@ -205,6 +205,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   fresh = not (os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)))
   init_variables = (_load_init(config.train.init_from, module)
                     if config.train.init_from and fresh else None)
+  if config.train.init_from and not fresh and is_main:
+    print(f"resuming {workdir}: config.train.init_from={config.train.init_from!r} applies to new runs "
+          "only and is not used", file=sys.stderr)
   mngr = checkpoints.manager(workdir, config)
   val_images = functools.lru_cache(maxsize=1)(lambda: _val_images(config) if config.data.val else [])
   latest = mngr.latest_step()
@@ -338,8 +341,8 @@ def _load_init(spec: str, module: nn.Module):
 
   try:
     source, variables = loading.load(spec)
-  except (FileNotFoundError, ValueError) as e:
-    raise ValueError(f"config.train.init_from={spec!r}: {e}") from None
+  except Exception as e:  # a missing, corrupt or foreign file: name the key and the cause
+    raise ValueError(f"config.train.init_from={spec!r}: {type(e).__name__}: {e}") from None
   have, want = models.describe(source), models.describe(module)
   diff = [f"{k}: {have.get(k)!r} there, {want[k]!r} in config.model" for k in want
           if k not in ("dtype", "param_dtype") and have.get(k) != want[k]]
@@ -362,6 +365,9 @@ def _init_from(spec: str, variables, tx, state: TrainState, sharding) -> TrainSt
   params = jax.tree_util.tree_map(cast, params, state.params)
   batch_stats = state.batch_stats
   if state.batch_stats:
+    if "batch_stats" not in variables:
+      raise ValueError(f"config.train.init_from={spec!r} has no batch statistics, which this "
+                       "model (BatchNorm) needs")
     batch_stats = jax.tree_util.tree_map(cast, variables["batch_stats"], state.batch_stats)
   return state.replace(params=params, batch_stats=batch_stats,
                        opt_state=jax.jit(tx.init, out_shardings=sharding)(params))

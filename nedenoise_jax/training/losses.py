@@ -99,7 +99,10 @@ def check_config(train) -> None:
     if after not in RECONSTRUCTION:
       raise ValueError(f"config.train.loss_after={after!r} (with loss_switch_step={switch}); "
                        f"expected one of {RECONSTRUCTION}")
-    if not 0 < switch < train.steps:
+    if switch < 0:
+      raise ValueError(f"config.train.loss_switch_step={switch}; expected 0 (no switch) or 0 < step < "
+                       f"config.train.steps={train.steps}")
+    if switch >= train.steps:
       raise ValueError(f"config.train.loss_switch_step={switch} is beyond the run "
                        f"(config.train.steps={train.steps}); expected 0 (no switch) or 0 < step < steps")
   elif after:
