@@ -3,13 +3,13 @@
     nedenoise train --config NAME_OR_PATH[:ARGS] --workdir DIR [--config.KEY=VALUE ...]
     nedenoise denoise INPUT ... --out DIR [--model PATH_OR_NAME] [--sigma S]
     nedenoise evaluate --model SPEC ... --data SOURCE ... --out DIR
-    nedenoise analyze filters|svd|dilemma|all --model SPEC ... --out DIR
+    nedenoise analyze filters|svd|dilemma|erf|all --model SPEC ... --out DIR
     nedenoise convert-torch CHECKPOINT.pth --arch ARCH --mode MODE [--blind] --out FILE
     nedenoise prepare-tfds NAME ... (--manual_dir DIR | --data_root DIR)
 
 ``NAME`` in ``train --config`` is a config shipped in the package
 (:mod:`nedenoise_jax.configs`: quickstart, fdncnn, dncnn, drunet,
-generalization); a path to a ``.py`` file works too. Each subcommand takes
+generalization, ffdnet, cbdnet); a path to a ``.py`` file works too. Each subcommand takes
 the flags of its module (``nedenoise SUB --help``); ``python train.py`` and
 ``python -m nedenoise_jax.SUB`` are the same commands from a checkout.
 """
