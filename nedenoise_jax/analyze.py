@@ -222,31 +222,37 @@ def plot_erf(named_models, images, sigmas, path, *, size: int = 96, seed: int = 
   """ERF maps (log scale) per model and sigma, and their cumulative radial profiles; returns the summary."""
   plt = _plt()
   names = list(named_models)
-  fig, axes = plt.subplots(len(names), len(sigmas) + 1, figsize=(2.6 * (len(sigmas) + 1), 2.6 * len(names)),
+  fig, axes = plt.subplots(len(names), len(sigmas) + 1, figsize=(2.5 * (len(sigmas) + 1), 2.7 * len(names)),
                            squeeze=False)
   res: dict = {}
   for r, name in enumerate(names):
     module, variables = named_models[name]
-    res[name] = {"receptive_field": receptive_field(module), "erf": {}}
+    rf = receptive_field(module)
+    res[name] = {"receptive_field": rf, "erf": {}}
     prof = axes[r][-1]
+    # Shown: the theoretical field and 4 pixels around it (the ERF is 0 outside it).
+    half = min(size // 2, rf["radius"] + 4)
+    c = size // 2
     for k, s in enumerate(sigmas):
       e = effective_receptive_field(module, variables, images, s, size=size, seed=seed)
       res[name]["erf"][f"{s:g}"] = erf_summary(e)
       ax = axes[r][k]
-      ax.imshow(np.log10(e + 1e-8), cmap="magma", vmin=-6, vmax=np.log10(e.max()))
+      ax.imshow(np.log10(e[c - half:c + half + 1, c - half:c + half + 1] + 1e-8), cmap="magma", vmin=-6,
+                vmax=np.log10(e.max()))
       ax.set_xticks([])
       ax.set_yticks([])
       ax.set_title(f"{name}\nsigma={s:g}: r90={res[name]['erf'][f'{s:g}']['r90']}", fontsize=7)
       radii, cum = radial_profile(e)
       prof.plot(radii, cum, label=f"sigma={s:g}")
-    rf = res[name]["receptive_field"]
     prof.axvline(rf["radius"], color="0.5", ls=":", label=f"theoretical r={rf['radius']}")
     prof.set_xlim(0, min(size // 2, rf["radius"] + 4))
-    prof.set_xlabel("radius (px)")
-    prof.set_ylabel("share of the ERF within")
+    prof.set_xlabel("radius (px)", fontsize=7)
+    prof.set_ylabel("share within", fontsize=7)
+    prof.tick_params(labelsize=6)
     prof.legend(fontsize=6)
     prof.grid(alpha=0.3)
-  fig.suptitle("effective receptive fields (log10 of the mean |gradient| of the centre pixel)", fontsize=9)
+  fig.suptitle("effective receptive fields: log10 mean |d centre output / d input|", fontsize=9)
+  fig.tight_layout()
   _save(fig, path)
   return res
 

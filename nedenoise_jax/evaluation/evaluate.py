@@ -299,6 +299,7 @@ def plot_map_scales(results: dict, path: str) -> str:
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   sources = results["data"]
   scales = results["map_scales"]
@@ -310,6 +311,7 @@ def plot_map_scales(results: dict, path: str) -> str:
                 label=f"{name}, sigma={key}")
     ax.axvline(1.0, color="0.6", lw=1, ls=":")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks(scales)
     ax.set_xticklabels([f"{f:g}" for f in scales])
     ax.set_xlabel("noise map given / true (x)")
