@@ -255,6 +255,16 @@ def markdown_table(results: dict) -> str:
   return "\n".join(out)
 
 
+def _save_figure(fig, path: str) -> str:
+  fig.tight_layout()
+  with files.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=130, format="png")
+  import matplotlib.pyplot as plt
+
+  plt.close(fig)
+  return path
+
+
 def plot(results: dict, path: str) -> str:
   """PSNR versus sigma, one panel per data source, one curve per model."""
   import matplotlib
@@ -285,11 +295,7 @@ def plot(results: dict, path: str) -> str:
     ax.set_title(_data_label(source) + (" (grey band: training sigma)" if shaded else ""))
     ax.grid(alpha=0.3)
   axes[0][-1].legend(fontsize=8)
-  fig.tight_layout()
-  with files.atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=130, format="png")
-  plt.close(fig)
-  return path
+  return _save_figure(fig, path)
 
 
 def plot_map_scales(results: dict, path: str) -> str:
@@ -319,11 +325,7 @@ def plot_map_scales(results: dict, path: str) -> str:
     ax.set_title(f"{_data_label(source)}: under- and over-estimated noise ({results.get('noise', 'gaussian')})")
     ax.grid(alpha=0.3)
   axes[0][-1].legend(fontsize=7)
-  fig.tight_layout()
-  with files.atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=130, format="png")
-  plt.close(fig)
-  return path
+  return _save_figure(fig, path)
 
 
 def write_results(results: dict, out_dir: str, *, make_plot: bool = True) -> dict:

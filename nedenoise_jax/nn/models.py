@@ -361,7 +361,19 @@ def _normalization(x: jax.Array):
   return mu, jnp.sqrt(jnp.where(flat, jnp.ones_like(var), var)), flat
 
 
-class Wrapped(nn.Module):
+class AroundInner:
+  """For modules built around a denoiser ``inner``: its channel count and blindness."""
+
+  @property
+  def channels(self) -> int:
+    return self.inner.channels
+
+  @property
+  def blind(self) -> bool:
+    return self.inner.blind
+
+
+class Wrapped(AroundInner, nn.Module):
   """Normalize -> backbone -> denormalize (Saied & Fleuret 2026).
 
   ``f(y) = s * g((y - mu) / s) + mu`` with ``mu`` and ``s`` the mean and
@@ -371,14 +383,6 @@ class Wrapped(nn.Module):
   """
 
   inner: nn.Module
-
-  @property
-  def channels(self) -> int:
-    return self.inner.channels
-
-  @property
-  def blind(self) -> bool:
-    return self.inner.blind
 
   @nn.compact
   def __call__(self, x: jax.Array, sigma=None, *, train: bool = False, **kwargs):

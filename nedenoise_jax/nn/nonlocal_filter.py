@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nedenoise_jax.nn.models import AroundInner
+
 
 def mad_sigma(x: jax.Array) -> jax.Array:
   """Donoho's noise estimate per image, ``(N,)``: median |finest diagonal Haar detail| / 0.6745,
@@ -80,7 +82,7 @@ def nonlocal_means(y: jax.Array, guide: jax.Array, sigma: jax.Array, *, search: 
   return num / den[..., None]
 
 
-class NN3D(nn.Module):
+class NN3D(AroundInner, nn.Module):
   """``iterations`` rounds of CNN -> guided nonlocal filter -> blend with the input -> CNN.
 
   ``inner``: any denoiser of :func:`models.create` (its parameters live under
@@ -100,14 +102,6 @@ class NN3D(nn.Module):
   search: int = 5
   patch: int = 2
   h: float = 0.45
-
-  @property
-  def channels(self) -> int:
-    return self.inner.channels
-
-  @property
-  def blind(self) -> bool:
-    return self.inner.blind
 
   @nn.compact
   def __call__(self, y: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
