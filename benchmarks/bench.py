@@ -324,12 +324,11 @@ def _write(out, rows, backend, args) -> dict:
 
 
 def write_results(out: str, results: dict, md: str) -> None:
-  """Writes ``out.json`` and ``out.md``, each through a temporary file and a rename."""
-  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  """Writes ``out.json`` and ``out.md`` atomically (:func:`nedenoise_jax.files.write_text`)."""
+  from nedenoise_jax import files
+
   for ext, text in ((".json", json.dumps(results, indent=1)), (".md", md)):
-    with open(out + ext + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(out + ext + ".tmp", out + ext)
+    files.write_text(out + ext, text)
 
 
 if __name__ == "__main__":

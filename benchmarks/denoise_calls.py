@@ -74,17 +74,16 @@ def main(argv=None) -> int:
       "first_over_later": [calls[0] / c for c in calls[1:]],
       "cli_one_image_s": cli[1], "cli_six_images_s": cli[6], "cli_six_over_one": cli[6] / cli[1],
   }
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out + ".json", "w") as f:
-    json.dump(result, f, indent=1)
+  from nedenoise_jax import files
+
+  files.write_text(args.out + ".json", json.dumps(result, indent=1))
   md = [f"Machine: {result['machine']}; JAX {result['jax']}; {result['image']}, {result['model']}.", "",
         "| measurement | seconds |", "|---|---:|"]
   md += [f"| denoise() call {i + 1} | {c:.3f} |" for i, c in enumerate(calls)]
   md += [f"| CLI, 1 image (whole process) | {cli[1]:.2f} |", f"| CLI, 6 images (whole process) | {cli[6]:.2f} |",
          "", f"First call / later calls: {', '.join(f'{x:.1f}x' for x in result['first_over_later'])}; "
          f"CLI 6 images / 1 image: {result['cli_six_over_one']:.2f}x."]
-  with open(args.out + ".md", "w") as f:
-    f.write("\n".join(md) + "\n")
+  files.write_text(args.out + ".md", "\n".join(md) + "\n")
   print("\n".join(md))
   return 0
 

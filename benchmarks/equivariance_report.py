@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nedenoise_jax import equivariance, models
+from nedenoise_jax import equivariance, files, models
 
 TINY = {"fdncnn": dict(features=8, depth=4), "drunet": dict(features=(8, 8, 16, 16), blocks=1),
         "dncnn": dict(features=8, depth=4)}
@@ -50,10 +50,8 @@ def main():
                    "scale_max_rel": max(r["rel_error"] for r in se),
                    "magnitude": max(r["magnitude"] for r in ne)})
     print(".", end="", flush=True, file=sys.stderr)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump({"jax": jax.__version__, "device": str(jax.devices()[0]), "pairs": PAIRS,
-               "rows": rows}, f, indent=1)
+  files.write_text(args.out, json.dumps({"jax": jax.__version__, "device": str(jax.devices()[0]),
+                                         "pairs": PAIRS, "rows": rows}, indent=1))
   print("\n| dtype | arch | mode | NE abs | NE rel | scale abs | scale rel |")
   print("|---|---|---|--:|--:|--:|--:|")
   for (dt, arch, mode), group in itertools.groupby(rows, lambda r: (r["dtype"], r["arch"], r["mode"])):

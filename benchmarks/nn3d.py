@@ -58,9 +58,9 @@ def main(argv=None) -> int:
                  "per_iteration_s": t_cnn + t_nlm, "nn3d_total_s": {str(k): v for k, v in full.items()}})
   result = {"machine": _cpu(), "jax": jax.__version__, "model": "pretrained:gray-norm_equiv",
             "filter": "search 11x11, patch 5x5", "rows": rows}
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(result, f, indent=1)
+  from nedenoise_jax import files
+
+  files.write_text(args.out, json.dumps(result, indent=1))
   print(json.dumps(result, indent=1))
   return 0
 

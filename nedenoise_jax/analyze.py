@@ -267,8 +267,8 @@ def _plt():
 
 
 def _save(fig, path):
-  with files.atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=120, format="png")
+  with files.atomic_open(path) as f:
+    fig.savefig(f, dpi=120, format="png")
   _plt().close(fig)
   return path
 
@@ -377,6 +377,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--out", required=True)
   args = p.parse_args(argv)
   jax.config.update("jax_default_matmul_precision", "highest")
+  try:
+    files.prepare_dir(args.out)
+  except files.OutputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   named = {model_name(s): loading.load_cached(s) for s in args.model}
   channels = {models.describe(m)["channels"] for m, _ in named.values()}
   if channels != {1}:
@@ -388,7 +393,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   else:
     clean, label = default_image(1, args.data)
   sigmas = [float(s) for s in args.sigmas.split(",")]
-  os.makedirs(args.out, exist_ok=True)
   summary = {"image": label, "sigmas": sigmas,
              "receptive_field": {n: receptive_field(m) for n, (m, _) in named.items()}}
   h, w = clean.shape[:2]

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import jax
 
-from nedenoise_jax import loading, noise
+from nedenoise_jax import files, loading, noise
 from nedenoise_jax.data import DataError
 from nedenoise_jax.evaluation import evaluate as evaluation
 from nedenoise_jax.evaluation.evaluate import Model, evaluate, markdown_table, write_results  # noqa: F401 (the API beside the command)
@@ -132,6 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   # one machine is reproduced on another to 0.01 dB.
   jax.config.update("jax_default_matmul_precision", "highest")
   try:
+    files.prepare_dir(args.out)  # before hours of evaluation, not after
     sigmas = evaluation.parse_sigmas(args.sigmas)
     noise_model = noise_from_args(args.noise, args.noise_param)
     map_scales = parse_scales(args.map_scales)
@@ -151,7 +152,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (ValueError, FileNotFoundError, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  paths = evaluation.write_results(results, args.out, make_plot=not args.no_plot)
+  try:
+    paths = evaluation.write_results(results, args.out, make_plot=not args.no_plot)
+  except OSError as e:  # the folder went away or filled up during the run: keep the table
+    print(evaluation.markdown_table(results))
+    print(f"error: cannot write the results under {args.out}: {e}", file=sys.stderr)
+    return 1
   print(evaluation.markdown_table(results))
   for k, v in paths.items():
     print(f"{k}: {v}")

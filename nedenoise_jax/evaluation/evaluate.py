@@ -257,8 +257,8 @@ def markdown_table(results: dict) -> str:
 
 def _save_figure(fig, path: str) -> str:
   fig.tight_layout()
-  with files.atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=130, format="png")
+  with files.atomic_open(path) as f:
+    fig.savefig(f, dpi=130, format="png")
   import matplotlib.pyplot as plt
 
   plt.close(fig)
@@ -336,13 +336,12 @@ def write_results(results: dict, out_dir: str, *, make_plot: bool = True) -> dic
            (("json", "results.json"), ("csv", "results.csv"), ("md", "results.md"), ("png", "psnr_vs_sigma.png"))}
   files.write_text(paths["json"], json.dumps(results, indent=1) + "\n")
   fields = ["model", "data", "sigma", "image", "psnr", "ssim", "psnr_noisy", "ssim_noisy", "model_sigma"]
-  with files.atomic_path(paths["csv"]) as tmp:
-    with open(tmp, "w", newline="") as f:
-      w = csv.DictWriter(f, fields, extrasaction="ignore")
-      w.writeheader()
-      for r in results["rows"]:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) and k not in ("sigma", "model_sigma") else v)
-                    for k, v in r.items()})
+  with files.atomic_open(paths["csv"], "w", newline="") as f:
+    w = csv.DictWriter(f, fields, extrasaction="ignore")
+    w.writeheader()
+    for r in results["rows"]:
+      w.writerow({k: (f"{v:.4f}" if isinstance(v, float) and k not in ("sigma", "model_sigma") else v)
+                  for k, v in r.items()})
   files.write_text(paths["md"], markdown_table(results))
   if make_plot:
     plot(results, paths["png"])

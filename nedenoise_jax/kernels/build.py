@@ -29,12 +29,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from importlib import metadata
 from typing import Optional
 
 import jax
+
+from nedenoise_jax import files
 
 ENV = "NEDENOISE_CPU_CONV"
 CACHE_ENV = "NEDENOISE_CACHE_DIR"
@@ -159,19 +160,13 @@ def _build() -> str:
   if os.path.exists(path):
     return path
   os.makedirs(out_dir, exist_ok=True)
-  # Written under a temporary name and renamed: concurrent builds (several
-  # processes of one job) never load a half-written library.
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-  os.close(fd)
-  cmd = _compile_command(tc, tmp)
-  try:
+  # Written under a temporary name and renamed (files.atomic_path): concurrent
+  # builds (several processes of one job) never load a half-written library.
+  with files.atomic_path(path) as tmp:
+    cmd = _compile_command(tc, tmp)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode:
       raise RuntimeError(f"compiling {_SOURCE} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
   return path
 
 
