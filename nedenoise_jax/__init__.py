@@ -29,9 +29,9 @@ from nedenoise_jax.nn import equivariance, layers, models
 from nedenoise_jax.evaluation import metrics
 from nedenoise_jax.io.weights import pretrained_names, save_weights
 from nedenoise_jax.loading import load
-from nedenoise_jax.denoise import denoise, estimate_noise_map, estimate_sigma
+from nedenoise_jax.denoise import denoise, denoise_stack, estimate_noise_map, estimate_sigma
 
 __version__ = "0.1.0"
-__all__ = ["denoise", "equivariance", "estimate_noise_map", "estimate_sigma", "layers", "load", "metrics",
+__all__ = ["denoise", "denoise_stack", "equivariance", "estimate_noise_map", "estimate_sigma", "layers", "load", "metrics",
            "models", "noise", "ops",
            "pretrained_names", "save_weights", "xla_options", "__version__"]

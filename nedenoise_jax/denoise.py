@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nedenoise_jax import loading
+from nedenoise_jax import files, loading
 from nedenoise_jax import noise as noise_lib
 from nedenoise_jax.io import images as image_io
 from nedenoise_jax.io import weights as weights_lib
@@ -211,6 +211,7 @@ def _split(image: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray], str]:
     layout = "NHWC"
   else:
     raise ImageError(f"expected an HW, HWC or NHWC image, got shape {a.shape}")
+  image_io.check_real(a, f"the image (shape {np.shape(image)})")
   if a.size == 0 or min(a.shape[1:3]) == 0:
     raise ImageError(f"empty image (shape {np.shape(image)})")
   c = a.shape[-1]
@@ -230,43 +231,77 @@ def _scale_of(dtype) -> Optional[float]:
   return None
 
 
+TILE_MAX = 16384  # pixels on a tile's side: a larger one is a typo, not a tile
+BATCH_PIXELS = 1 << 20  # pixels per model call when batching images (the default whole-image size)
+
+
+def check_options(*, sigma: Any = None, tile: Optional[int] = None, overlap: Optional[int] = None,
+                  map_scale: float = 1.0, batch: Optional[int] = None, cli: bool = False) -> None:
+  """Raises :class:`ImageError` naming the argument and its value (``--tile 3`` with ``cli``, else
+  ``tile=3``) unless: ``sigma`` (when a number) is finite and >= 0, ``tile`` a multiple of 8 in
+  [8, TILE_MAX], ``overlap`` in [0, TILE_MAX], ``map_scale`` finite and >= 0, ``batch`` >= 1.
+  :func:`denoise` checks its arguments so; the command checks its flags before any work."""
+  def bad(name, value, expected):
+    raise ImageError(f"{f'--{name} {value}' if cli else f'{name}={value!r}'}: expected {expected}")
+
+  def integer(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+  if sigma is not None and not isinstance(sigma, str) and np.ndim(sigma) == 0:
+    if not (np.isfinite(float(sigma)) and float(sigma) >= 0):
+      bad("sigma", sigma, "a finite noise level >= 0, in the image's pixel units")
+  if tile is not None and not (integer(tile) and 8 <= tile <= TILE_MAX and tile % 8 == 0):
+    bad("tile", tile, f"a multiple of 8 from 8 to {TILE_MAX}")
+  if overlap is not None and not (integer(overlap) and 0 <= overlap <= TILE_MAX):
+    bad("overlap", overlap, f"pixels of context from 0 to {TILE_MAX}")
+  if not (np.isfinite(float(map_scale)) and float(map_scale) >= 0):
+    bad("map_scale", map_scale, "a finite factor >= 0")
+  if batch is not None and not (integer(batch) and batch >= 1):
+    bad("batch", batch, "a number of images >= 1")
+
+
 def denoise(image: Any, model: ModelArg = None, sigma: Any = None, *,
             tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
-            variables=None, progress: bool = False, map_scale: float = 1.0) -> np.ndarray:
+            variables=None, progress: bool = False, map_scale: float = 1.0,
+            batch: Optional[int] = None) -> np.ndarray:
   """Denoises ``image`` (``HW``, ``HWC`` or ``NHWC``; 1, 3 or 4 channels).
 
   Args:
     image: integer images are read on their type's full range (uint8: 0-255,
       uint16: 0-65535); float images as they are, any range (NE models need no
       normalization). A 4th channel is alpha: passed through untouched.
+      Complex and other non-real pixels are an error.
     model: ``"pretrained:NAME"``, a weights file, a training workdir, a
       ``(module, variables)`` pair, or ``None`` for the shipped NE model of the
       image's channel count.
-    sigma: noise standard deviation in the image's own pixel units (e.g. 25 for
-      a uint8 image), or a per-pixel map (``HW``, ``HW1`` or ``NHW1``, same
-      units), or the name of a classical map estimator (``"local"``,
-      ``"global"``, ``"poisson_gaussian"``, see :func:`estimate_noise_map`).
-      A number is ignored by blind models (a map is an error); estimated from
-      the image (see :func:`estimate_sigma`) for non-blind ones when not given.
+    sigma: noise standard deviation (finite, >= 0) in the image's own pixel
+      units (e.g. 25 for a uint8 image), or a per-pixel map (``HW``, ``HW1`` or
+      ``NHW1``, same units), or the name of a classical map estimator
+      (``"local"``, ``"global"``, ``"poisson_gaussian"``, see
+      :func:`estimate_noise_map`). A number is ignored by blind models (a map
+      is an error); estimated from each image (see :func:`estimate_sigma`) for
+      non-blind ones when not given.
     map_scale: multiplies the noise map: the one given or estimated for a
       non-blind model, or a blind CBDNet's own estimate (the interactive
       correction of Guo et al. 2019: > 1 removes more noise, < 1 keeps detail).
-    tile: process in tiles of this size (multiple of 8); default: whole images
+    tile: process in tiles of this size (a multiple of 8); default: whole images
       up to 1024x1024, tiles of 512 above.
-    overlap: context around each tile; default the receptive radius rounded up
-      to 8 (FDnCNN/DnCNN: exact result) or 64 (DRUNet: close, see README).
+    overlap: context around each tile (>= 0); default the receptive radius
+      rounded up to 8 (FDnCNN/DnCNN: exact result) or 64 (DRUNet: close, see README).
     ensemble: average the 8 flips/rotations (x8 self-ensemble).
     progress: show a progress bar over the tiles when there is more than one
       (a 4000x3000 image takes minutes with DRUNet on a CPU).
+    batch: images of an ``NHWC`` input (a stack's planes) denoised per model
+      call; default as many as fit in ``BATCH_PIXELS`` pixels per tile. Each
+      image's result is the one it gets alone.
 
   Returns an array of the input's shape and dtype (integers rounded and clipped).
   """
+  check_options(sigma=sigma, tile=tile, overlap=overlap, map_scale=map_scale, batch=batch)
   if variables is not None:
     model = (model, variables)
   x, alpha, layout = _split(image)
   dtype = x.dtype
-  if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
-    raise ImageError(f"unsupported pixel type {dtype}")
   scale = _scale_of(dtype)
   xf = x.astype(np.float32) / np.float32(scale) if scale else x.astype(np.float32)
   if not np.all(np.isfinite(xf)):
@@ -280,10 +315,10 @@ def denoise(image: Any, model: ModelArg = None, sigma: Any = None, *,
   radius = receptive_radius(module)
   if overlap is None:
     overlap = 64 if radius is None else -(-radius // 8) * 8
-  h, w = x.shape[1:3]
+  n_img, h, w = x.shape[:3]
   if tile is None:
     tile = max(h, w) if h * w <= 1024 * 1024 else 512
-  tile = max(8, -(-tile // 8) * 8)
+    tile = -(-tile // 8) * 8
   apply = _make_apply(module, blind, ensemble)
   if blind and (isinstance(sigma, str) or np.ndim(sigma) > 0):
     raise ImageError(f"the model is blind ({desc['arch']}, {desc['mode']}): it takes no noise map; "
@@ -292,35 +327,41 @@ def denoise(image: Any, model: ModelArg = None, sigma: Any = None, *,
     raise ImageError(f"map_scale={map_scale}: the model ({desc['arch']}, blind) has no noise map to "
                      "scale; expected a non-blind model or a blind CBDNet")
   noise_map = None if blind else _map_of(sigma, xf, scale)
-  if not (np.isfinite(map_scale) and map_scale >= 0):
-    raise ImageError(f"map_scale={map_scale}: expected a finite factor >= 0")
+  if noise_map is not None:
+    noise_map = noise_map * np.float32(map_scale)
+  levels = None  # one sigma per image (model units), where no map is given
+  if noise_map is None:
+    if blind:
+      levels = np.zeros(n_img, np.float32)
+    elif sigma is not None:
+      levels = np.full(n_img, float(sigma) / (scale or 1.0), np.float32)
+    else:
+      levels = np.asarray([estimate_sigma(img) for img in xf], np.float32)
+    levels = levels * np.float32(map_scale)
   ms = jnp.asarray(map_scale, jnp.float32)
   out = np.empty_like(xf)
   rows, cols = _tiles(h, tile, overlap), _tiles(w, tile, overlap)
+  if batch is None:
+    window = max(r[3] - r[2] for r in rows) * max(c[3] - c[2] for c in cols)
+    batch = max(1, BATCH_PIXELS // window)
+  batch = min(batch, n_img)
+  groups = [np.arange(g, g + batch).clip(max=n_img - 1) for g in range(0, n_img, batch)]
   bar = None
-  if progress and len(rows) * len(cols) > 1:
+  if progress and len(groups) * len(rows) * len(cols) > 1:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=x.shape[0] * len(rows) * len(cols), desc="tiles", unit="tile", leave=False,
+    bar = tqdm(total=len(groups) * len(rows) * len(cols), desc="tiles", unit="tile", leave=False,
                dynamic_ncols=True)
-  for n in range(x.shape[0]):
-    img = xf[n:n + 1]
-    if blind:
-      s = 0.0
-    elif noise_map is not None:
-      s = None
-    elif sigma is not None:
-      s = float(sigma) / (scale or 1.0)
-    else:
-      s = estimate_sigma(img[0])
-    if s is not None:
-      sig = jnp.full((1,), s * map_scale, jnp.float32)
+  for idx in groups:  # the last group repeats its last image: one compiled shape for all
+    real = len(np.unique(idx))
+    imgs = xf[idx]
+    sig = None if levels is None else jnp.asarray(levels[idx])
     for r0, r1, a0, a1 in rows:
       for c0, c1, b0, b1 in cols:
-        if s is None:
-          sig = jnp.asarray(noise_map[n:n + 1, a0:a1, b0:b1] * np.float32(map_scale))
-        res = np.asarray(apply(variables, jnp.asarray(img[:, a0:a1, b0:b1]), sig, ms))
-        out[n, r0:r1, c0:c1] = res[0, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
+        if levels is None:
+          sig = jnp.asarray(noise_map[idx, a0:a1, b0:b1])
+        res = np.asarray(apply(variables, jnp.asarray(imgs[:, a0:a1, b0:b1]), sig, ms))
+        out[idx[:real], r0:r1, c0:c1] = res[:real, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
         if bar is not None:
           bar.update()
   if bar is not None:
@@ -341,29 +382,109 @@ def denoise(image: Any, model: ModelArg = None, sigma: Any = None, *,
   return out
 
 
+def denoise_stack(stack: Any, axes: str, model: ModelArg = None, sigma: Any = None, **kwargs) -> np.ndarray:
+  """Denoises every 2-D plane of ``stack`` (a microscopy z-stack, time series, hyperstack, ...).
+
+  Args:
+    stack: an array of any rank with one letter per axis in ``axes``.
+    axes: tifffile's letters, e.g. ``"ZYX"``, ``"TZCYX"``, ``"YXS"``: ``Y`` and
+      ``X`` are the plane; ``S`` holds the samples of a colour image (3 RGB,
+      4 RGBA, 2 gray + alpha; alpha kept as is); every other axis (``Z``,
+      ``T``, ``C`` channels, ``I`` pages, ...) indexes planes, each denoised
+      as its own gray (or, with ``S``, colour) image, in batches.
+    model, sigma: as in :func:`denoise`: ``sigma`` a number in the stack's
+      pixel units for every plane, an estimator name, or a map of the stack's
+      shape without ``S``; ``None`` estimates each plane's level.
+    kwargs: the other options of :func:`denoise` (tile, overlap, ensemble, batch, ...).
+
+  Returns an array of the stack's shape and dtype; each plane equals :func:`denoise`
+  of that plane alone.
+  """
+  a = np.asarray(stack)
+  ax = str(axes).upper()
+  if len(ax) != a.ndim or len(set(ax)) != len(ax) or not {"Y", "X"} <= set(ax):
+    raise ImageError(f"axes={axes!r} for a stack of shape {a.shape}: expected one distinct letter per "
+                     "axis, with Y and X (e.g. 'ZYX', 'TZCYX', 'YXS')")
+  samples = a.shape[ax.index("S")] if "S" in ax else 1
+  if samples not in (1, 2, 3, 4):
+    raise ImageError(f"axes={axes!r}, shape {a.shape}: the S axis has {samples} samples; expected 1, "
+                     "2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
+  order = [i for i, c in enumerate(ax) if c not in "YXS"] + [ax.index("Y"), ax.index("X")]
+  order += [ax.index("S")] if "S" in ax else []
+  moved = np.transpose(a, order)
+  h, w = moved.shape[len(order) - 2 - ("S" in ax):][:2]
+  planes = moved.reshape(-1, h, w, samples)
+  if sigma is not None and not isinstance(sigma, str) and np.ndim(sigma) > 0:
+    m = np.asarray(sigma)
+    plane_shape = tuple(n for n, c in zip(a.shape, ax) if c != "S")
+    if m.shape != plane_shape:
+      raise ImageError(f"noise map of shape {m.shape} for a stack of shape {a.shape} (axes {ax}): "
+                       f"expected {plane_shape}")
+    keep = [c for c in ax if c != "S"]
+    sigma = np.transpose(m, [keep.index(c) for c in ax if c not in "YXS"] + [keep.index("Y"),
+                         keep.index("X")]).reshape(-1, h, w, 1)
+  if samples == 2:  # gray + alpha
+    out = np.concatenate([denoise(planes[..., :1], model, sigma, **kwargs), planes[..., 1:]], axis=-1)
+  else:
+    out = denoise(planes, model, sigma, **kwargs)
+  return np.transpose(out.reshape(moved.shape), np.argsort(order))
+
+
 # --------------------------------------------------------------------------- files
 
 
 def _inputs(paths: Sequence[str]) -> list[str]:
-  files = []
+  """The image files named or found under the folders named; a missing path is an error."""
+  found = []
   for p in paths:
     if os.path.isdir(p):
-      found = image_io.list_images(p)
-      if not found:
+      inside = image_io.list_images(p)
+      if not inside:
         raise ImageError(f"{p}: folder holds no {'/'.join(EXTENSIONS)} images")
-      files += found
+      found += inside
+    elif os.path.lexists(p):
+      found.append(p)
     else:
-      files.append(p)
-  return files
+      raise ImageError(f"{p}: no such file or folder")
+  return found
+
+
+def _denoise_file(path: str, out: str, loaded: dict, args) -> None:
+  """Reads, denoises and writes one file (a TIFF stack plane by plane, with its structure);
+  raises ImageError or OSError for this file only."""
+  opts = dict(tile=args.tile, overlap=args.overlap, ensemble=args.ensemble, progress=True,
+              map_scale=args.map_scale)
+  sigma = args.noise_map or args.sigma
+
+  def model_for(c):
+    key = (args.model, c)
+    if key not in loaded:
+      loaded[key] = resolve_model(args.model, c)
+    return loaded[key]
+
+  if image_io.is_stack(path):
+    stack = image_io.read_stack(path, max_pixels=args.max_pixels)
+    samples = stack.data.shape[stack.axes.index("S")] if "S" in stack.axes else 1
+    res = denoise_stack(stack.data, stack.axes, model_for({2: 1, 4: 3}.get(samples, samples)), sigma,
+                        **opts)
+    image_io.write_stack(out, image_io.Stack(res, stack.axes, stack.metadata))
+    return
+  img = read_file(path, max_pixels=args.max_pixels)
+  c = 1 if img.ndim == 2 else img.shape[-1]
+  la = c == 2  # gray + alpha (PIL's LA): the alpha is kept as is
+  res = denoise(img[..., :1] if la else img, model_for({2: 1, 4: 3}.get(c, c)), sigma, **opts)
+  write_file(out, np.concatenate([res, img[..., 1:]], axis=-1) if la else res)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  """The command; exit status 0: every image written, 1: some skipped (each named on stderr),
+  2: a usage error (a flag, an input or ``--out``), found before any image is denoised."""
   import argparse
 
   from tqdm.auto import tqdm
 
   p = argparse.ArgumentParser(prog="nedenoise denoise", description=__doc__.split("\n\n")[0])
-  p.add_argument("inputs", nargs="+", help="image files or folders (PNG, JPEG, BMP, TIFF)")
+  p.add_argument("inputs", nargs="+", help="image files or folders (PNG, JPEG, BMP, TIFF incl. stacks)")
   p.add_argument("--out", required=True, help="output folder (same file names and formats)")
   p.add_argument("--model", default="auto",
                  help="pretrained:NAME, a weights file or a training workdir (default: the shipped NE "
@@ -376,50 +497,55 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--map_scale", type=float, default=1.0,
                  help="multiply the noise map (a blind CBDNet's estimate, or the one given): > 1 "
                       "removes more noise, < 1 keeps more detail")
-  p.add_argument("--tile", type=int, default=None, help="tile size (default: 512 above 1024x1024)")
-  p.add_argument("--overlap", type=int, default=None, help="tile context (default: receptive radius)")
+  p.add_argument("--tile", type=int, default=None,
+                 help="tile size, a multiple of 8 (default: whole images up to 1024x1024, else 512)")
+  p.add_argument("--overlap", type=int, default=None, help="tile context >= 0 (default: receptive radius)")
   p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (flips/rotations)")
+  p.add_argument("--max_pixels", type=int, default=image_io.MAX_PIXELS,
+                 help="refuse files claiming more pixels (over all planes of a stack); 0: no limit "
+                      f"(default {image_io.MAX_PIXELS:,}, Pillow's bomb limit)")
   p.add_argument("--force", action="store_true", help="replace existing outputs (never an input)")
   args = p.parse_args(argv)
-  if args.noise_map and args.sigma is not None:
-    print("error: give --sigma (one level) or --noise_map (a per-pixel estimate), not both", file=sys.stderr)
-    return 2
   try:
-    files = _inputs(args.inputs)
-    inputs = {os.path.realpath(f) for f in files}
+    if args.noise_map and args.sigma is not None:
+      raise ImageError("give --sigma (one level) or --noise_map (a per-pixel estimate), not both")
+    check_options(sigma=args.sigma, tile=args.tile, overlap=args.overlap, map_scale=args.map_scale,
+                  cli=True)
+    if args.max_pixels < 0:
+      raise ImageError(f"--max_pixels {args.max_pixels}: expected a number of pixels >= 1, or 0 for no limit")
+    args.max_pixels = args.max_pixels or None
+    inputs_found = _inputs(args.inputs)
+    if args.model != "auto":
+      try:
+        loading.load_cached(args.model)  # a wrong --model is found now, not after the first image
+      except (FileNotFoundError, ValueError) as e:
+        raise ImageError(f"--model {args.model}: {e}") from None
+    files.prepare_dir(args.out)
+    inputs = {os.path.realpath(f) for f in inputs_found}
     targets = []
-    for f in files:
+    for f in inputs_found:
       out = os.path.join(args.out, os.path.basename(f))
       if os.path.realpath(out) in inputs:
         raise ImageError(f"{out} would overwrite the input {f}; choose another --out")
-      if os.path.exists(out) and not args.force:
+      if os.path.lexists(out) and not args.force:
         raise ImageError(f"{out} exists; pass --force to replace it")
       targets.append(out)
     if len(set(targets)) != len(targets):
       raise ImageError("two inputs have the same file name; denoise them into different --out folders")
-    loaded = {}
-    failed = 0
-    for f, out in tqdm(list(zip(files, targets)), desc="denoise", unit="img", dynamic_ncols=True):
-      try:
-        img = read_file(f)
-        c = 1 if img.ndim == 2 else img.shape[-1]
-        la = c == 2  # gray + alpha (PIL's LA): the alpha is kept as is
-        color = img[..., :1] if la else img
-        c = {2: 1, 4: 3}.get(c, c)
-        key = (args.model, c)
-        if key not in loaded:
-          loaded[key] = resolve_model(args.model, c)
-        res = denoise(color, loaded[key], args.noise_map or args.sigma, tile=args.tile,
-                      overlap=args.overlap, ensemble=args.ensemble, progress=True,
-                      map_scale=args.map_scale)
-        write_file(out, np.concatenate([res, img[..., 1:]], axis=-1) if la else res)
-      except ImageError as e:
-        failed += 1
-        tqdm.write(f"error: {e}" if str(e).startswith(f) else f"error: {f}: {e}", file=sys.stderr)
-  except (ImageError, FileNotFoundError, ValueError) as e:
+  except (ImageError, files.OutputError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"denoised {len(files) - failed} of {len(files)} image(s) into {args.out}")
+  loaded: dict = {}
+  failed = 0
+  for f, out in tqdm(list(zip(inputs_found, targets)), desc="denoise", unit="img", dynamic_ncols=True):
+    try:
+      _denoise_file(f, out, loaded, args)
+    except (ImageError, OSError) as e:  # this file only: the batch goes on
+      failed += 1
+      # Readers raise ImageError for every failure, so an OSError is the output's.
+      msg = f"cannot write {out} ({e.strerror or e})" if isinstance(e, OSError) else str(e)
+      tqdm.write(f"error: {msg}" if msg.startswith(f) else f"error: {f}: {msg}", file=sys.stderr)
+  print(f"denoised {len(inputs_found) - failed} of {len(inputs_found)} image(s) into {args.out}")
   return 1 if failed else 0
 
 
