@@ -74,11 +74,20 @@ def train(argv: Sequence[str]) -> None:
   def main(rest):
     if len(rest) > 1:
       raise app.UsageError(f"unexpected arguments: {rest[1:]}")
-    from nedenoise_jax.training import loop
+    from nedenoise_jax.training import config as config_lib, loop
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    loop.configure_cpu_devices(FLAGS.cpu_devices, FLAGS.config.train.batch_size)
-    summary = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, stop_after=FLAGS.stop_after)
+    try:
+      if FLAGS.stop_after is not None and FLAGS.stop_after <= 0:
+        raise config_lib.ConfigError(f"--stop_after {FLAGS.stop_after}: expected a number of steps > 0")
+      loop.configure_cpu_devices(FLAGS.cpu_devices, FLAGS.config.train.batch_size)
+      summary = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, stop_after=FLAGS.stop_after)
+    except config_lib.ConfigError as e:  # a usage error: exit status 2, no traceback
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    except loop.TrainingError as e:  # the run stopped (non-finite loss, ...): status 1
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
     loop.print_summary(summary)
 
   # ml_collections reads --config.KEY=VALUE overrides from sys.argv, whatever argv app.run gets.

@@ -297,3 +297,72 @@ def test_init_from_fine_tunes_and_rejects_other_architectures(tmp_path):
   with pytest.raises(ValueError, match="config.train.init_from='pretrained:nope'"):
     train.train_and_evaluate(tiny_config(**{"train.init_from": "pretrained:nope"}), str(tmp_path / "bad"),
                              progress=False)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("train.steps", -5, "an integer > 0"), ("train.steps", 0, "an integer > 0"),
+    ("train.batch_size", 0, "an integer > 0"), ("train.patch_size", -16, "an integer > 0"),
+    ("train.log_every", 0, "an integer > 0"), ("checkpoint.every_steps", 0, "an integer > 0"),
+    ("checkpoint.keep", 0, "an integer > 0"), ("train.eval_every", -1, "an integer >= 0"),
+    ("train.warmup_steps", -3, "an integer >= 0"), ("data.val_max_images", -1, "an integer >= 0"),
+    ("train.learning_rate", 0.0, "a finite number > 0"),
+    ("train.learning_rate", float("nan"), "a finite number > 0"),
+    ("train.grad_clip", -1.0, "a finite number >= 0"), ("model.channels", 2, "1 \\(gray\\) or 3"),
+])
+def test_config_errors_before_any_write(tmp_path, key, value, expected):
+  with pytest.raises(config_lib.ConfigError, match=f"config.{key}={value!r}: expected {expected}"):
+    train.train_and_evaluate(tiny_config(**{key: value}), str(tmp_path / "w"), progress=False)
+  assert not (tmp_path / "w").exists()
+
+
+def test_cli_config_and_workdir_errors_exit_2(tmp_path, train_command):
+  r = subprocess.run(train_command(tmp_path / "w", steps=-5), env=_env(), capture_output=True, text=True)
+  assert r.returncode == 2 and "error: config.train.steps=-5: expected an integer > 0" in r.stderr, r.stderr
+  assert "Traceback" not in r.stderr and "checkpoint:" not in r.stdout and not (tmp_path / "w").exists()
+  (tmp_path / "f").write_text("not a folder")
+  r = subprocess.run(train_command(tmp_path / "f", steps=2), env=_env(), capture_output=True, text=True)
+  assert r.returncode == 2 and f"error: workdir {tmp_path / 'f'} is a file, not a folder" in r.stderr
+  assert "Traceback" not in r.stderr and (tmp_path / "f").read_text() == "not a folder"
+
+
+def test_resume_with_another_optimizer_is_refused_before_any_write(tmp_path):
+  cfg = tiny_config()
+  wd = tmp_path / "w"
+  train.train_and_evaluate(cfg, str(wd), progress=False, stop_after=5)
+  saved_config = (wd / "config.json").read_text()
+  rows = metrics.read_metrics(str(wd))
+  for overrides, diff in (({"train.learning_rate": 2e-3}, "config.train.learning_rate: 0.001 in the "
+                           "checkpoint, 0.002 now"),
+                          ({"train.grad_clip": 1.0}, "config.train.grad_clip: 0.0 in the checkpoint, 1.0 now"),
+                          ({"train.optimizer": "adamw"}, "config.train.optimizer: 'adam' in the checkpoint")):
+    with pytest.raises(config_lib.ConfigError, match="trained with another optimizer") as e:
+      train.train_and_evaluate(tiny_config(**overrides), str(wd), progress=False)
+    assert diff in str(e.value) and f"--config.train.init_from={wd}" in str(e.value)
+    assert (wd / "config.json").read_text() == saved_config
+    assert metrics.read_metrics(str(wd)) == rows
+    assert checkpoints.manager(str(wd), cfg).latest_step() == 5
+  with pytest.raises(config_lib.ConfigError, match=r"holds a checkpoint \(step 5\) of another model"):
+    train.train_and_evaluate(tiny_config(**{"model.depth": 4}), str(wd), progress=False)
+  assert (wd / "config.json").read_text() == saved_config
+  # The same optimizer with a longer run (constant schedule) resumes.
+  train.train_and_evaluate(tiny_config(**{"train.steps": 12}), str(wd), progress=False)
+  assert checkpoints.manager(str(wd), cfg).latest_step() == 12
+  assert '"steps": 12' in (wd / "config.json").read_text()
+
+
+def test_replayed_steps_do_not_duplicate_metrics(tmp_path):
+  """Steps logged after the last checkpoint by a killed run are logged again by the resume:
+  metrics.jsonl keeps one row per step, as the uninterrupted run's (a cut last line dropped)."""
+  import shutil
+
+  cfg = tiny_config()
+  train.train_and_evaluate(cfg, str(tmp_path / "ref"), progress=False)
+  wd = tmp_path / "w"
+  train.train_and_evaluate(cfg, str(wd), progress=False)
+  shutil.rmtree(wd / "checkpoints" / "10")  # as if killed after logging step 10, before saving it
+  with open(wd / "metrics.jsonl", "a") as f:
+    f.write('{"step": 11, "train/lo')  # and cut mid-line
+  train.train_and_evaluate(cfg, str(wd), progress=False)
+  got, want = metrics.read_metrics(str(wd)), metrics.read_metrics(str(tmp_path / "ref"))
+  assert [r["step"] for r in got] == list(range(1, 11))
+  assert [r["train/loss"] for r in got] == [r["train/loss"] for r in want]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nedenoise_jax import files
 
 
 def psnr(x: jax.Array, ref: jax.Array, *, data_range: float = 1.0, clip: bool = True) -> jax.Array:
@@ -123,16 +125,27 @@ class MetricWriter:
   Only process 0 writes; other processes get a writer that does nothing.
   """
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
+  def __init__(self, workdir: str, *, enabled: bool = True, start_step: Optional[int] = None):
+    """``start_step``: the step a resumed run continues from; rows (and TensorBoard events)
+    after it, logged by the interrupted run and about to be logged again, are dropped."""
     self.enabled = enabled
     self._tb = None
     self._jsonl = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+      path = os.path.join(workdir, "metrics.jsonl")
+      if os.path.exists(path):
+        with open(path, "rb") as f:
+          whole = f.read()
+        rows = read_metrics(workdir)
+        kept = [r for r in rows if start_step is None or r.get("step", 0) <= start_step]
+        if len(kept) != len(rows) or (whole and not whole.endswith(b"\n")):  # replayed, or cut by a kill
+          files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+      self._jsonl = open(path, "a", buffering=1)
       try:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        purge = {"purge_step": start_step + 1} if start_step else {}
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), **purge)
       except ImportError:  # optional: the JSONL file has everything
         self._tb = None
 
@@ -158,4 +171,13 @@ def read_metrics(workdir: str) -> list[dict]:
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  rows = []
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i < len(lines) - 1 or line.endswith("\n"):
+        raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
+      # the last line, cut by a killed run: dropped
+  return rows

@@ -8,6 +8,8 @@ the returned dict is locked, so a misspelt key (in a file or in
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 import os
@@ -140,3 +142,66 @@ def finalize(c: ml_collections.ConfigDict, arg: str | None = None, *,
     c.data.val = "folder:" + os.path.join(os.path.expanduser(root), val)
   c.lock()
   return c
+
+
+class ConfigError(ValueError):
+  """A config value, or the config against its workdir, cannot be used (the key is in the message)."""
+
+
+# Keys that must be integers > 0, integers >= 0, and numbers >= 0 (finite).
+_POSITIVE_INTS = ("train.steps", "train.batch_size", "train.patch_size", "train.log_every",
+                  "checkpoint.every_steps", "checkpoint.keep", "model.channels")
+_NON_NEGATIVE_INTS = ("train.eval_every", "train.warmup_steps",
+                      "data.val_max_images", "data.num_workers")
+_NON_NEGATIVE = ("train.weight_decay", "train.grad_clip", "train.asym_weight", "train.tv_weight")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises :class:`ConfigError` naming the first key whose value cannot train: non-positive
+  steps, batch or patch size and similar counts, a learning rate that is not a finite
+  number > 0, unknown channels, ... (the loss and noise keys are checked by their modules)."""
+  def value(key):
+    section, name = key.split(".")
+    return c[section][name]
+
+  def integer(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+  for key in _POSITIVE_INTS:
+    if not (integer(value(key)) and value(key) > 0):
+      raise ConfigError(f"config.{key}={value(key)!r}: expected an integer > 0")
+  for key in _NON_NEGATIVE_INTS:
+    if not (integer(value(key)) and value(key) >= 0):
+      raise ConfigError(f"config.{key}={value(key)!r}: expected an integer >= 0")
+  for key in _NON_NEGATIVE:
+    v = value(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+      raise ConfigError(f"config.{key}={v!r}: expected a finite number >= 0")
+  lr = c.train.learning_rate
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+    raise ConfigError(f"config.train.learning_rate={lr!r}: expected a finite number > 0")
+  if c.model.channels not in (1, 3):
+    raise ConfigError(f"config.model.channels={c.model.channels!r}: expected 1 (gray) or 3 (colour)")
+  if c.train.schedule == "step" and not (integer(c.train.schedule_steps) and c.train.schedule_steps > 0):
+    raise ConfigError(f"config.train.schedule_steps={c.train.schedule_steps!r}: expected an integer > 0 "
+                      "with schedule='step'")
+
+
+# The keys that define the optimizer (and so the structure and meaning of its saved state): a
+# resume must use the values of the run it continues.
+OPTIMIZER_KEYS = ("train.optimizer", "train.learning_rate", "train.weight_decay", "train.schedule",
+                  "train.schedule_steps", "train.warmup_steps", "train.grad_clip")
+
+
+def optimizer_differences(saved: dict, c: ml_collections.ConfigDict) -> list[str]:
+  """``"key: saved -> now"`` for each optimizer key of ``c`` that differs from the ``saved``
+  config (a checkpoint's, as JSON); ``train.steps`` counts too with a cosine schedule, which
+  decays over it."""
+  keys = OPTIMIZER_KEYS + (("train.steps",) if c.train.schedule == "cosine" else ())
+  out = []
+  for key in keys:
+    section, name = key.split(".")
+    old, new = saved.get(section, {}).get(name), c[section][name]
+    if old != new:
+      out.append(f"config.{key}: {old!r} in the checkpoint, {new!r} now")
+  return out

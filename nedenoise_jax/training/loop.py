@@ -30,6 +30,7 @@ from nedenoise_jax.evaluation import evaluate as evaluation, metrics
 from nedenoise_jax.kernels import build as kernel_build, xla_options
 from nedenoise_jax.nn import models
 from nedenoise_jax.training import checkpoints, losses
+from nedenoise_jax.training import config as config_lib
 from nedenoise_jax.training.state import TrainState, abstract_state, create_optimizer, init_state
 
 
@@ -187,15 +188,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   for tests and time-sliced runs; the schedule still follows ``train.steps``.
   ``devices``: the devices of the mesh (default: all devices of all processes).
   """
-  maybe_initialize_distributed(config)
   workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise config_lib.ConfigError(f"workdir {workdir} is a file, not a folder; give --workdir a folder "
+                                 "(new or a run's)")
+  try:  # every key checked before any work or any write
+    config_lib.validate(config)
+    noise_model = noise.from_config(config.noise)
+    losses.check_config(config.train)
+  except config_lib.ConfigError:
+    raise
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
+  maybe_initialize_distributed(config)
   is_main = jax.process_index() == 0
   module = create_model(config)
-  noise_model = noise.from_config(config.noise)  # validates the noise keys before any work
-  losses.check_config(config.train)  # clear errors before any work
   tx = create_optimizer(config)
   mesh = make_mesh(devices)
-  check_batch(config.train.batch_size, mesh)
+  try:
+    check_batch(config.train.batch_size, mesh)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
   meta = _model_meta(module, config)
@@ -212,16 +225,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   val_images = functools.lru_cache(maxsize=1)(lambda: _val_images(config) if config.data.val else [])
   latest = mngr.latest_step()
   if latest is not None:
-    saved = checkpoints.restore_meta(mngr, latest)
-    if saved.get("model") != meta["model"]:
-      raise TrainingError(
-          f"{workdir} holds a checkpoint (step {latest}) of another model:\n  saved:  "
-          f"{json.dumps(saved.get('model'))}\n  config: {json.dumps(meta['model'])}\n"
-          "Use a new --workdir; nothing was overwritten.")
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    files.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+    _check_resume(workdir, latest, checkpoints.restore_meta(mngr, latest), meta, config)
 
+  key = jax.random.key(config.seed)
   key = jax.random.key(config.seed)
   init = xla_options.jit(functools.partial(init_state, module, tx, config=config),
                  out_shardings=replicated)
@@ -231,8 +237,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state = _init_from(config.train.init_from, init_variables, tx, state, replicated)
     start = 0
   else:
-    state = checkpoints.restore_state(mngr, latest, abstract_state(module, tx, config, replicated))
+    try:
+      state = checkpoints.restore_state(mngr, latest, abstract_state(module, tx, config, replicated))
+    except Exception as e:  # a structure the checks above did not foresee: say where, not orbax's trace
+      raise TrainingError(f"{workdir}: cannot restore checkpoint step {latest} for this config "
+                          f"({type(e).__name__}: {str(e)[:500]}). Nothing was overwritten; resume with "
+                          "the run's own config.json, or start a new --workdir.") from None
     start = int(latest)
+  if is_main:  # the run is accepted: its resolved config replaces the last one
+    os.makedirs(workdir, exist_ok=True)
+    files.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
 
   @functools.lru_cache(maxsize=None)
   def step_for(loss_name: str):
@@ -257,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       process_index=jax.process_index(), process_count=jax.process_count(),
       num_workers=config.data.num_workers, noise=noise_model)
 
-  writer = metrics.MetricWriter(workdir, enabled=is_main)
+  writer = metrics.MetricWriter(workdir, enabled=is_main, start_step=start)
   stop = {"signal": None}
   old_handler = signal.getsignal(signal.SIGTERM)
 
@@ -332,6 +346,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       signal.signal(signal.SIGTERM, old_handler)
   summary["checkpoint"] = os.path.join(workdir, "checkpoints", str(summary["step"]))
   return summary
+
+
+def _check_resume(workdir: str, step: int, saved: dict, meta: dict,
+                  config: ml_collections.ConfigDict) -> None:
+  """Refuses to resume the checkpoint ``step`` of ``workdir`` (meta ``saved``) with another model
+  or optimizer than the one that wrote it; nothing has been written yet."""
+  if saved.get("model") != meta["model"]:
+    raise config_lib.ConfigError(
+        f"{workdir} holds a checkpoint (step {step}) of another model:\n  saved:  "
+        f"{json.dumps(saved.get('model'))}\n  config: {json.dumps(meta['model'])}\n"
+        "Use a new --workdir; nothing was overwritten.")
+  diff = config_lib.optimizer_differences(saved.get("config", {}), config)
+  if diff:
+    raise config_lib.ConfigError(
+        f"{workdir} holds a checkpoint (step {step}) trained with another optimizer:\n  "
+        + "\n  ".join(diff) + "\nTo resume, run with the checkpoint's values (its config.json). To "
+        "train on from these weights with the new optimizer, start a new --workdir with "
+        f"--config.train.init_from={workdir}. Nothing was overwritten.")
 
 
 def _load_init(spec: str, module: nn.Module):
