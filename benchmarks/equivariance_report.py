@@ -10,7 +10,6 @@ a markdown table of the worst error per (arch, mode, dtype).
 import argparse
 import itertools
 import json
-import os
 import sys
 
 import jax

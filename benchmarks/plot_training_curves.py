@@ -38,7 +38,10 @@ def main(argv=None):
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(args.out, dpi=120)
+  from nedenoise_jax import files
+
+  with files.atomic_open(args.out) as f:
+    fig.savefig(f, dpi=120, format="png")
   print(args.out)
 
 

@@ -167,8 +167,8 @@ def _dihedral(x: jax.Array, k: int, inverse: bool = False) -> jax.Array:
 
 def _new_apply(module, blind: bool, ensemble: bool):
   """The jitted ``apply(variables, x, sigma, map_scale)`` of ``module``; :func:`_make_apply`
-  keeps one per (module, blind, ensemble, CPU path). ``sigma``: ``(1,)`` or a map
-  ``(1, H, W, 1)``; ``map_scale`` reaches models that estimate their map."""
+  keeps one per (module, blind, ensemble, CPU path). ``x``: ``(N, H, W, C)``; ``sigma``:
+  ``(N,)`` or a map ``(N, H, W, 1)``; ``map_scale`` reaches models that estimate their map."""
   estimates = models.estimates_noise(module)
 
   @xla_options.jit
@@ -409,7 +409,7 @@ def denoise_stack(stack: Any, axes: str, model: ModelArg = None, sigma: Any = No
   if samples not in (1, 2, 3, 4):
     raise ImageError(f"axes={axes!r}, shape {a.shape}: the S axis has {samples} samples; expected 1, "
                      "2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
-  order = [i for i, c in enumerate(ax) if c not in "YXS"] + [ax.index("Y"), ax.index("X")]
+  order = [i for i, c in enumerate(ax) if c not in image_io.PLANE_AXES] + [ax.index("Y"), ax.index("X")]
   order += [ax.index("S")] if "S" in ax else []
   moved = np.transpose(a, order)
   h, w = moved.shape[len(order) - 2 - ("S" in ax):][:2]
@@ -421,7 +421,7 @@ def denoise_stack(stack: Any, axes: str, model: ModelArg = None, sigma: Any = No
       raise ImageError(f"noise map of shape {m.shape} for a stack of shape {a.shape} (axes {ax}): "
                        f"expected {plane_shape}")
     keep = [c for c in ax if c != "S"]
-    sigma = np.transpose(m, [keep.index(c) for c in ax if c not in "YXS"] + [keep.index("Y"),
+    sigma = np.transpose(m, [keep.index(c) for c in ax if c not in image_io.PLANE_AXES] + [keep.index("Y"),
                          keep.index("X")]).reshape(-1, h, w, 1)
   if samples == 2:  # gray + alpha
     out = np.concatenate([denoise(planes[..., :1], model, sigma, **kwargs), planes[..., 1:]], axis=-1)
@@ -452,28 +452,23 @@ def _inputs(paths: Sequence[str]) -> list[str]:
 def _denoise_file(path: str, out: str, loaded: dict, args) -> None:
   """Reads, denoises and writes one file (a TIFF stack plane by plane, with its structure);
   raises ImageError or OSError for this file only."""
-  opts = dict(tile=args.tile, overlap=args.overlap, ensemble=args.ensemble, progress=True,
-              map_scale=args.map_scale)
-  sigma = args.noise_map or args.sigma
-
-  def model_for(c):
-    key = (args.model, c)
-    if key not in loaded:
-      loaded[key] = resolve_model(args.model, c)
-    return loaded[key]
-
   if image_io.is_stack(path):
-    stack = image_io.read_stack(path, max_pixels=args.max_pixels)
-    samples = stack.data.shape[stack.axes.index("S")] if "S" in stack.axes else 1
-    res = denoise_stack(stack.data, stack.axes, model_for({2: 1, 4: 3}.get(samples, samples)), sigma,
-                        **opts)
-    image_io.write_stack(out, image_io.Stack(res, stack.axes, stack.metadata))
-    return
-  img = read_file(path, max_pixels=args.max_pixels)
-  c = 1 if img.ndim == 2 else img.shape[-1]
-  la = c == 2  # gray + alpha (PIL's LA): the alpha is kept as is
-  res = denoise(img[..., :1] if la else img, model_for({2: 1, 4: 3}.get(c, c)), sigma, **opts)
-  write_file(out, np.concatenate([res, img[..., 1:]], axis=-1) if la else res)
+    stack = image_io.read_stack(path, max_pixels=args.max_pixels, max_stack_pixels=args.max_stack_pixels)
+    data, axes = stack.data, stack.axes
+  else:
+    stack, data = None, read_file(path, max_pixels=args.max_pixels)
+    axes = "YX" if data.ndim == 2 else "YXS"
+  samples = data.shape[axes.index("S")] if "S" in axes else 1
+  key = (args.model, 1 if samples <= 2 else 3)  # gray (+ alpha) or colour (+ alpha)
+  if key not in loaded:
+    loaded[key] = resolve_model(*key)
+  res = denoise_stack(data, axes, loaded[key], args.noise_map or args.sigma, tile=args.tile,
+                      overlap=args.overlap, ensemble=args.ensemble, progress=True,
+                      map_scale=args.map_scale)
+  if stack is None:
+    write_file(out, res)
+  else:
+    image_io.write_stack(out, image_io.Stack(res, axes, stack.metadata))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -502,8 +497,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--overlap", type=int, default=None, help="tile context >= 0 (default: receptive radius)")
   p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (flips/rotations)")
   p.add_argument("--max_pixels", type=int, default=image_io.MAX_PIXELS,
-                 help="refuse files claiming more pixels (over all planes of a stack); 0: no limit "
+                 help="refuse images (stack planes) claiming more pixels; 0: no limit "
                       f"(default {image_io.MAX_PIXELS:,}, Pillow's bomb limit)")
+  p.add_argument("--max_stack_pixels", type=int, default=image_io.MAX_STACK_PIXELS,
+                 help=f"refuse stacks claiming more pixels over all planes; 0: no limit (default "
+                      f"{image_io.MAX_STACK_PIXELS:,})")
   p.add_argument("--force", action="store_true", help="replace existing outputs (never an input)")
   args = p.parse_args(argv)
   try:
@@ -511,9 +509,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise ImageError("give --sigma (one level) or --noise_map (a per-pixel estimate), not both")
     check_options(sigma=args.sigma, tile=args.tile, overlap=args.overlap, map_scale=args.map_scale,
                   cli=True)
-    if args.max_pixels < 0:
-      raise ImageError(f"--max_pixels {args.max_pixels}: expected a number of pixels >= 1, or 0 for no limit")
-    args.max_pixels = args.max_pixels or None
+    for flag in ("max_pixels", "max_stack_pixels"):
+      if getattr(args, flag) < 0:
+        raise ImageError(f"--{flag} {getattr(args, flag)}: expected a number of pixels >= 1, or 0 "
+                         "for no limit")
+      setattr(args, flag, getattr(args, flag) or None)
     inputs_found = _inputs(args.inputs)
     if args.model != "auto":
       try:

@@ -312,3 +312,47 @@ def test_evaluate_and_analyze_refuse_a_bad_out_before_work(tmp_path):
     assert r.returncode == 2 and f"error: --out {afile}: is a file, not a folder" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
   assert afile.read_text() == "keep me"
+
+
+def test_stack_limits_per_plane_and_in_total(tmp_path):
+  path = str(tmp_path / "z.tif")
+  tifffile.imwrite(path, np.zeros((6, 20, 24), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+  assert images.read_stack(path, max_pixels=480, max_stack_pixels=2880).planes == 6
+  with pytest.raises(images.ImageError, match=r"z.tif: claims 480 pixels \(6 Z x 20 Y x 24 X\), more "
+                                              r"than the limit of 479; not read. Pass a larger max_pixels"):
+    images.read_stack(path, max_pixels=479)
+  with pytest.raises(images.ImageError, match=r"claims 2,880 pixels over all planes .* limit of 2,879"
+                                              r".*max_stack_pixels"):
+    images.read_stack(path, max_stack_pixels=2879)
+  with pytest.raises(images.ImageError, match=r"claims 2\*\*64|claims 18,446,744,073,709,551,616"):
+    images._check_pixels("huge.tif", (2 ** 32, 2 ** 32), "YX", images.MAX_PIXELS)  # no int64 wrap
+
+
+@pytest.mark.parametrize("shapes, match", [
+    (((20, 24), (20, 24), (10, 12)), r"mixed.tif: holds 2 series of different shapes \(\(2, 20, 24\) IYX"),
+    (((20, 24), (10, 12)), r"mixed.tif: a pyramid of 2 resolution levels \(\(20, 24\), \(10, 12\)\)"),
+])
+def test_several_series_or_levels_are_an_error_not_a_silent_first(tmp_path, shapes, match):
+  """Pages of several sizes: reading the first series alone would drop the others."""
+  path = str(tmp_path / "mixed.tif")
+  with tifffile.TiffWriter(path) as w:
+    for shape in shapes:
+      w.write(np.zeros(shape, np.uint8), metadata=None)
+  for read in (images.read_image, images.read_stack):
+    with pytest.raises(images.ImageError, match=match):
+      read(path)
+  assert not images.is_stack(path)
+  assert images.read_image(path, first_page=True).shape == (20, 24)
+
+
+def test_pillow_limit_lifted_for_the_whole_read(tmp_path, monkeypatch):
+  """A TIFF that only Pillow decodes (LZW without imagecodecs) checks Pillow's limit again when
+  loading: ours decides for the whole read, and Pillow's global comes back."""
+  from PIL import Image as PILImage
+
+  path = str(tmp_path / "lzw.tif")
+  PILImage.fromarray(RNG.integers(0, 256, (20, 24), dtype=np.uint8)).save(path, compression="tiff_lzw")
+  monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)
+  assert images.read_image(path, max_pixels=None).shape == (20, 24)
+  assert images.read_image(path, max_pixels=480).shape == (20, 24)
+  assert PILImage.MAX_IMAGE_PIXELS == 100

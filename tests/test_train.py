@@ -366,3 +366,25 @@ def test_replayed_steps_do_not_duplicate_metrics(tmp_path):
   got, want = metrics.read_metrics(str(wd)), metrics.read_metrics(str(tmp_path / "ref"))
   assert [r["step"] for r in got] == list(range(1, 11))
   assert [r["train/loss"] for r in got] == [r["train/loss"] for r in want]
+
+
+def test_unknown_optimizer_schedule_or_mode_are_config_errors(tmp_path):
+  for key, value, match in (("train.optimizer", "sgd", "config.train.optimizer='sgd'"),
+                            ("train.schedule", "linear", "config.train.schedule='linear'"),
+                            ("model.mode", "magic", "magic")):
+    with pytest.raises(config_lib.ConfigError, match=match):
+      train.train_and_evaluate(tiny_config(**{key: value}), str(tmp_path / "w"), progress=False)
+    assert not (tmp_path / "w").exists()
+
+
+def test_rerunning_a_finished_run_logs_nothing_twice(tmp_path):
+  cfg = tiny_config(**{"train.steps": 4, "data.val": "builtin:deadleaves-val:2",
+                       "noise.val_sigmas": (25.0,)})
+  first = train.train_and_evaluate(cfg, str(tmp_path), progress=False)
+  rows = metrics.read_metrics(str(tmp_path))
+  again = train.train_and_evaluate(cfg, str(tmp_path), progress=False)  # nothing left to train
+  assert metrics.read_metrics(str(tmp_path)) == rows
+  assert again["val"] == first["val"] and again["step"] == 4
+  # Settings the optimizer does not use (adam's weight decay) do not block a resume.
+  train.train_and_evaluate(tiny_config(**{"train.steps": 4, "train.weight_decay": 0.1}), str(tmp_path),
+                           progress=False)

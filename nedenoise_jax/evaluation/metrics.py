@@ -126,25 +126,29 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, *, enabled: bool = True, start_step: Optional[int] = None):
-    """``start_step``: the step a resumed run continues from; rows (and TensorBoard events)
-    after it, logged by the interrupted run and about to be logged again, are dropped."""
+    """``start_step``: the step a resumed run continues from. Rows (and TensorBoard events)
+    after it, logged by the interrupted run and about to be logged again, are dropped; a
+    metric already logged at a step up to it (a finished run's final validation, run again)
+    is not logged twice."""
     self.enabled = enabled
     self._tb = None
     self._jsonl = None
+    self._logged: set = set()  # (step, name) already in metrics.jsonl
     if enabled:
       os.makedirs(workdir, exist_ok=True)
       path = os.path.join(workdir, "metrics.jsonl")
       if os.path.exists(path):
-        with open(path, "rb") as f:
-          whole = f.read()
-        rows = read_metrics(workdir)
+        with open(path, encoding="utf-8") as f:
+          text = f.read()
+        rows = _parse_rows(text, path)
         kept = [r for r in rows if start_step is None or r.get("step", 0) <= start_step]
-        if len(kept) != len(rows) or (whole and not whole.endswith(b"\n")):  # replayed, or cut by a kill
+        if len(kept) != len(rows) or (text and not text.endswith("\n")):  # replayed, or cut by a kill
           files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._logged = {(r.get("step"), k) for r in kept for k in r if k != "step"}
       self._jsonl = open(path, "a", buffering=1)
       try:
         from tensorboardX import SummaryWriter
-        purge = {"purge_step": start_step + 1} if start_step else {}
+        purge = {} if start_step is None else {"purge_step": start_step + 1}
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), **purge)
       except ImportError:  # optional: the JSONL file has everything
         self._tb = None
@@ -152,11 +156,15 @@ class MetricWriter:
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    scalars = {k: float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    step = int(step)
+    scalars = {k: float(v) for k, v in scalars.items() if (step, k) not in self._logged}
+    if not scalars:
+      return
+    self._logged.update((step, k) for k in scalars)
+    self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
     if self._tb is not None:
       for k, v in scalars.items():
-        self._tb.add_scalar(k, v, int(step))
+        self._tb.add_scalar(k, v, step)
 
   def close(self) -> None:
     if self._jsonl is not None:
@@ -165,13 +173,9 @@ class MetricWriter:
       self._tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """The rows of ``metrics.jsonl``."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
+def _parse_rows(text: str, path: str) -> list[dict]:
+  """The JSON rows of a metrics.jsonl text; a last line cut by a killed run is dropped."""
+  lines = [line for line in text.splitlines(keepends=True) if line.strip()]
   rows = []
   for i, line in enumerate(lines):
     try:
@@ -179,5 +183,13 @@ def read_metrics(workdir: str) -> list[dict]:
     except json.JSONDecodeError:
       if i < len(lines) - 1 or line.endswith("\n"):
         raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
-      # the last line, cut by a killed run: dropped
   return rows
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """The rows of ``metrics.jsonl``."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return _parse_rows(f.read(), path)

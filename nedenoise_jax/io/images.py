@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import threading
 from typing import Optional
@@ -27,12 +28,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _PIL_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}
 
 MAX_PIXELS = 178_956_970
-"""The most pixels (per image, or over all planes of a stack) a reader decodes by default:
-Pillow's decompression-bomb limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``), for every format. A
-file claiming more is refused from its header, before anything is allocated; pass
-``max_pixels`` (``None``: no limit) or ``--max_pixels`` to read larger ones."""
+"""The most pixels per image (per plane of a stack) a reader decodes by default: Pillow's
+decompression-bomb limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``), for every format. A file
+claiming more is refused from its header, before anything is allocated; pass ``max_pixels``
+(``None``: no limit) or ``--max_pixels`` to read larger ones."""
 
-_PLANE_AXES = "YXS"  # tifffile's letters: rows, columns, samples (the colour of a photometric RGB image)
+MAX_STACK_PIXELS = 1 << 30
+"""The most pixels over all planes of a stack read by default (1,073,741,824: a 2048 x 2048
+stack of 256 planes; 4 GiB as float32); ``max_stack_pixels`` / ``--max_stack_pixels``."""
+
+PLANE_AXES = "YXS"  # tifffile's letters of a plane: rows, columns, samples (photometric RGB's colour)
 _pil_lock = threading.Lock()
 
 
@@ -60,29 +65,39 @@ def check_real(arr: np.ndarray, what: str) -> None:
                      "(unsigned or signed integers, floats or booleans)")
 
 
-def _check_pixels(path: str, shape, axes: str, max_pixels: Optional[int]) -> None:
-  """Refuses a claimed size above ``max_pixels`` before any pixel is decoded."""
-  if max_pixels is None:
-    return
-  pixels = int(np.prod([n for n, a in zip(shape, axes) if a != "S"], dtype=np.int64))
-  if pixels > max_pixels:
-    dims = " x ".join(f"{n} {a}" for n, a in zip(shape, axes))
-    raise ImageError(f"{path}: claims {pixels:,} pixels ({dims}), more than the limit of "
-                     f"{max_pixels:,}; not read. Pass a larger max_pixels (--max_pixels) if the file "
-                     "is genuine")
+def _check_pixels(path: str, shape, axes: str, max_pixels: Optional[int],
+                  max_stack_pixels: Optional[int] = None) -> None:
+  """Refuses a claimed size above ``max_pixels`` per plane (or ``max_stack_pixels`` over all
+  planes) before any pixel is decoded."""
+  dims = " x ".join(f"{n} {a}" for n, a in zip(shape, axes))
+  plane = math.prod(int(n) for n, a in zip(shape, axes) if a in "YX")  # exact: no overflow
+  total = math.prod(int(n) for n, a in zip(shape, axes) if a != "S")
+  for pixels, limit, what, flag in ((plane, max_pixels, "pixels", "max_pixels"),
+                                    (total, max_stack_pixels, "pixels over all planes", "max_stack_pixels")):
+    if limit is not None and pixels > limit:
+      raise ImageError(f"{path}: claims {pixels:,} {what} ({dims}), more than the limit of "
+                       f"{limit:,}; not read. Pass a larger {flag} (--{flag}) if the file is genuine")
 
 
-def _tiff_layout(tf, first_page: bool) -> tuple[tuple, str]:
+def _tiff_layout(tf, first_page: bool, path: str) -> tuple[tuple, str]:
   """``(shape, axes)`` of what is read from an open TIFF: its first series, or its first page."""
   if first_page:
     page = tf.pages[0]
     return tuple(page.shape), page.axes
+  if len(tf.series) > 1:  # e.g. pages of several sizes: reading one series would drop the others
+    raise ImageError(f"{path}: holds {len(tf.series)} series of different shapes ("
+                     + ", ".join(f"{s.shape} {s.axes}" for s in tf.series) + "); expected one image "
+                     "or one stack")
   s = tf.series[0]
+  if len(s.levels) > 1:  # its reduced levels could not be written back as they were
+    raise ImageError(f"{path}: a pyramid of {len(s.levels)} resolution levels ("
+                     + ", ".join(str(level.shape) for level in s.levels) + "); expected one image or "
+                     "one stack (denoise its full-resolution level, tifffile.imread(path, level=0))")
   return tuple(s.shape), s.axes
 
 
 def _is_stack(shape, axes: str) -> bool:
-  return any(n > 1 for n, a in zip(shape, axes) if a not in _PLANE_AXES)
+  return any(n > 1 for n, a in zip(shape, axes) if a not in PLANE_AXES)
 
 
 def is_stack(path: str) -> bool:
@@ -93,8 +108,8 @@ def is_stack(path: str) -> bool:
 
   try:
     with tifffile.TiffFile(path) as tf:
-      return _is_stack(*_tiff_layout(tf, False))
-  except Exception:  # not a TIFF tifffile can parse: read_image reports it
+      return _is_stack(*_tiff_layout(tf, False, path))
+  except Exception:  # not a TIFF tifffile can parse, or several series: read_image reports it
     return False
 
 
@@ -111,7 +126,7 @@ def _read_tiff(path: str, first_page: bool, max_pixels: Optional[int]) -> Option
   with tf:
     if tf.pages[0].photometric == tifffile.PHOTOMETRIC.PALETTE:
       return None
-    shape, axes = _tiff_layout(tf, first_page)
+    shape, axes = _tiff_layout(tf, first_page, path)
     _check_pixels(path, shape, axes, max_pixels)
     if _is_stack(shape, axes):
       raise ImageError(f"{path}: a stack of {len(tf.pages)} pages (shape {shape}, axes {axes}), not "
@@ -121,8 +136,8 @@ def _read_tiff(path: str, first_page: bool, max_pixels: Optional[int]) -> Option
       arr = (tf.pages[0] if first_page else tf.series[0]).asarray()
     except (ValueError, NotImplementedError, KeyError, ImportError, RuntimeError):
       return None
-  keep = [a for a in axes if a in _PLANE_AXES]
-  arr = arr.reshape([n for n, a in zip(shape, axes) if a in _PLANE_AXES])
+  keep = [a for a in axes if a in PLANE_AXES]
+  arr = arr.reshape([n for n, a in zip(shape, axes) if a in PLANE_AXES])
   return np.moveaxis(arr, keep.index("S"), -1) if "S" in keep else arr
 
 
@@ -133,6 +148,9 @@ def _read_pil(path: str, max_pixels: Optional[int]) -> np.ndarray:
 
   # Pillow refuses above 2 x its own global limit when opening; ours decides instead
   # (it is the same by default), so Pillow's check is lifted when ours is larger.
+  # Pillow checks its own global limit when opening and again when loading some formats
+  # (TIFF); ours decides instead (it is the same by default), so Pillow's is lifted, under a
+  # lock, for the whole read when ours is larger.
   pil_limit = Image.MAX_IMAGE_PIXELS
   lift = pil_limit is not None and (max_pixels is None or max_pixels > 2 * pil_limit)
   with _pil_lock if lift else contextlib.nullcontext(), warnings.catch_warnings():
@@ -140,28 +158,30 @@ def _read_pil(path: str, max_pixels: Optional[int]) -> np.ndarray:
     if lift:
       Image.MAX_IMAGE_PIXELS = None
     try:
-      im = Image.open(path)
+      with Image.open(path) as im:
+        _check_pixels(path, (im.height, im.width), "YX", max_pixels)
+        im.load()
+        return _pil_array(im)
     except Image.DecompressionBombError as e:
       raise ImageError(f"{path}: {e}; not read. Pass a larger max_pixels (--max_pixels) if the "
                        "file is genuine") from None
     finally:
       if lift:
         Image.MAX_IMAGE_PIXELS = pil_limit
-  with im:
-    _check_pixels(path, (im.height, im.width), "YX", max_pixels)
-    im.load()
-    if im.mode in ("P", "PA"):
-      im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
-    elif im.mode == "1":
-      im = im.convert("L")
-    elif im.mode == "CMYK":
-      im = im.convert("RGB")
-    elif im.mode == "La":
-      im = im.convert("LA")
-    arr = np.asarray(im)
-    if im.mode.startswith("I;16"):
-      arr = arr.astype(np.uint16)
-  return arr
+
+
+def _pil_array(im) -> np.ndarray:
+  """A loaded Pillow image as an array: palette to RGB(A), bilevel to L, CMYK to RGB."""
+  if im.mode in ("P", "PA"):
+    im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+  elif im.mode == "1":
+    im = im.convert("L")
+  elif im.mode == "CMYK":
+    im = im.convert("RGB")
+  elif im.mode == "La":
+    im = im.convert("LA")
+  arr = np.asarray(im)
+  return arr.astype(np.uint16) if im.mode.startswith("I;16") else arr
 
 
 def _check_read(path: str, arr: np.ndarray) -> np.ndarray:
@@ -227,7 +247,7 @@ class Stack:
   @property
   def planes(self) -> int:
     """How many 2-D images the stack holds."""
-    return int(np.prod([n for n, a in zip(self.data.shape, self.axes) if a not in _PLANE_AXES]))
+    return int(np.prod([n for n, a in zip(self.data.shape, self.axes) if a not in PLANE_AXES]))
 
 
 # ImageJ entries that describe the layout: tifffile writes them again from the data and axes.
@@ -253,13 +273,14 @@ def _ome_metadata(xml: str) -> dict:
   return out
 
 
-def read_stack(path: str, *, max_pixels: Optional[int] = MAX_PIXELS) -> Stack:
+def read_stack(path: str, *, max_pixels: Optional[int] = MAX_PIXELS,
+               max_stack_pixels: Optional[int] = MAX_STACK_PIXELS) -> Stack:
   """A TIFF's first series with its axes and metadata (ImageJ hyperstacks, OME-TIFF, tifffile's
   shaped files, plain multi-page files): see :class:`Stack`.
 
   Raises :class:`ImageError` naming the file when it is not a readable TIFF,
-  claims more than ``max_pixels`` pixels over all planes, or holds complex,
-  NaN or Inf pixels.
+  holds several series, claims more than ``max_pixels`` pixels per plane or
+  ``max_stack_pixels`` over all planes, or holds complex, NaN or Inf pixels.
   """
   import tifffile
 
@@ -267,9 +288,9 @@ def read_stack(path: str, *, max_pixels: Optional[int] = MAX_PIXELS) -> Stack:
     raise ImageError(f"{path}: stacks are TIFF files (.tif, .tiff)")
   try:
     with tifffile.TiffFile(path) as tf:
+      shape, axes = _tiff_layout(tf, False, path)
       series, page = tf.series[0], tf.pages[0]
-      shape, axes = tuple(series.shape), series.axes
-      _check_pixels(path, shape, axes, max_pixels)
+      _check_pixels(path, shape, axes, max_pixels, max_stack_pixels)
       data = series.asarray()
       meta: dict = {"compression": "zlib" if page.compression in (8, 32946) else None}  # deflate
       if "XResolution" in page.tags and "YResolution" in page.tags:

@@ -8,6 +8,7 @@ the returned dict is locked, so a misspelt key (in a file or in
 
 from __future__ import annotations
 
+import json
 import math
 
 import ml_collections
@@ -195,13 +196,23 @@ OPTIMIZER_KEYS = ("train.optimizer", "train.learning_rate", "train.weight_decay"
 
 def optimizer_differences(saved: dict, c: ml_collections.ConfigDict) -> list[str]:
   """``"key: saved -> now"`` for each optimizer key of ``c`` that differs from the ``saved``
-  config (a checkpoint's, as JSON); ``train.steps`` counts too with a cosine schedule, which
-  decays over it."""
-  keys = OPTIMIZER_KEYS + (("train.steps",) if c.train.schedule == "cosine" else ())
+  config (a checkpoint's, as JSON), among those the optimizer uses (``weight_decay`` with
+  adamw, ``schedule_steps`` with the step schedule); ``train.steps`` counts too with a cosine
+  schedule, which decays over it. Values are compared as JSON gives them back."""
+  t = c.train
+  now = json.loads(c.to_json())
+  ignored = set()
+  if t.optimizer != "adamw" and saved.get("train", {}).get("optimizer") != "adamw":
+    ignored.add("train.weight_decay")  # adam has none
+  if t.schedule != "step" and saved.get("train", {}).get("schedule") != "step":
+    ignored.add("train.schedule_steps")
+  keys = [k for k in OPTIMIZER_KEYS if k not in ignored] + (["train.steps"] if t.schedule == "cosine" else [])
   out = []
   for key in keys:
     section, name = key.split(".")
-    old, new = saved.get(section, {}).get(name), c[section][name]
+    if name not in saved.get(section, {}):  # a key newer than the checkpoint: nothing to compare
+      continue
+    old, new = saved[section][name], now[section][name]
     if old != new:
       out.append(f"config.{key}: {old!r} in the checkpoint, {new!r} now")
   return out

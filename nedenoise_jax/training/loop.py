@@ -196,14 +196,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     config_lib.validate(config)
     noise_model = noise.from_config(config.noise)
     losses.check_config(config.train)
+    module = create_model(config)  # an unknown arch, mode or dtype
+    tx = create_optimizer(config)  # an unknown optimizer or schedule
   except config_lib.ConfigError:
     raise
-  except ValueError as e:
+  except (ValueError, TypeError) as e:
     raise config_lib.ConfigError(str(e)) from None
   maybe_initialize_distributed(config)
   is_main = jax.process_index() == 0
-  module = create_model(config)
-  tx = create_optimizer(config)
   mesh = make_mesh(devices)
   try:
     check_batch(config.train.batch_size, mesh)
@@ -227,7 +227,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if latest is not None:
     _check_resume(workdir, latest, checkpoints.restore_meta(mngr, latest), meta, config)
 
-  key = jax.random.key(config.seed)
   key = jax.random.key(config.seed)
   init = xla_options.jit(functools.partial(init_state, module, tx, config=config),
                  out_shardings=replicated)
