@@ -76,6 +76,24 @@ def _with_map(x: jax.Array, noise_map: Optional[jax.Array]) -> jax.Array:
   return x if noise_map is None else jnp.concatenate([x, noise_map.astype(x.dtype)], axis=-1)
 
 
+def _plain_layers(spec, h: jax.Array, kw: dict, *, features: int, depth: int, out_channels: int,
+                  blind: bool, last_bias: Optional[bool], last_free: int) -> jax.Array:
+  """``depth`` 3x3 convolutions ``conv_0`` ... (FDnCNN's, FFDNet's): ``features`` channels with the
+  mode's activation between them, then ``out_channels``. Non-blind, the first layer's last input
+  channel (the noise map) is free of the constraint; ``last_free`` such channels for the last
+  layer when it is also the first. ``last_bias``: False drops the last layer's bias, None
+  leaves it to the mode. With SortPool, each convolution sorts its input itself (the
+  sort is fused with the reflect padding on the CPU, see layers.Conv.__call__)."""
+  sort = spec.sort_pool
+  for i in range(depth - 1):
+    h = conv(spec, features, free_channels=0 if (i or blind) else 1, name=f"conv_{i}", **kw)(
+        h, sort_input=sort and i > 0)
+    if not sort:
+      h = activation(spec, h)
+  return conv(spec, out_channels, use_bias=last_bias, free_channels=last_free,
+              name=f"conv_{depth - 1}", **kw)(h, sort_input=sort and depth > 1)
+
+
 class Denoiser(nn.Module):
   """Fields every architecture shares; subclasses add their size fields and ``arch``."""
 
@@ -109,17 +127,8 @@ class FDnCNN(Denoiser):
   @nn.compact
   def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
     spec, noise_map, kw = self._start(x, sigma)
-    h = _with_map(x, noise_map)
-    # With SortPool, each convolution sorts its input itself (the sort is
-    # fused with the reflect padding on the CPU, see layers.Conv.__call__).
-    sort = spec.sort_pool
-    for i in range(self.depth - 1):
-      h = conv(spec, self.features, free_channels=0 if (i or self.blind) else 1,
-               name=f"conv_{i}", **kw)(h, sort_input=sort and i > 0)
-      if not sort:
-        h = activation(spec, h)
-    h = conv(spec, self.channels, use_bias=False, name=f"conv_{self.depth - 1}", **kw)(
-        h, sort_input=sort and self.depth > 1)
+    h = _plain_layers(spec, _with_map(x, noise_map), kw, features=self.features, depth=self.depth,
+                      out_channels=self.channels, blind=self.blind, last_bias=False, last_free=0)
     return h.astype(x.dtype)
 
 
@@ -253,14 +262,9 @@ class FFDNet(Denoiser):
     z = ops.pixel_unshuffle(_pad_even(x), 2)
     if noise_map is not None:
       z = jnp.concatenate([z, _rms_pool2(_pad_even(noise_map)).astype(z.dtype)], axis=-1)
-    sort = spec.sort_pool
-    for i in range(self.depth - 1):
-      z = conv(spec, self.features, free_channels=0 if (i or self.blind) else 1,
-               name=f"conv_{i}", **kw)(z, sort_input=sort and i > 0)
-      if not sort:
-        z = activation(spec, z)
-    z = conv(spec, 4 * self.channels, free_channels=0 if (self.depth > 1 or self.blind) else 1,
-             name=f"conv_{self.depth - 1}", **kw)(z, sort_input=sort and self.depth > 1)
+    z = _plain_layers(spec, z, kw, features=self.features, depth=self.depth,
+                      out_channels=4 * self.channels, blind=self.blind, last_bias=None,
+                      last_free=0 if (self.depth > 1 or self.blind) else 1)
     return ops.pixel_shuffle(z, 2)[:, :h, :w, :].astype(x.dtype)
 
 
