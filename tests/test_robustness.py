@@ -102,13 +102,15 @@ def test_cli_per_file_problems_do_not_stop_the_batch(tmp_path, weights):
   (src / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
   (src / "cut.tif").write_bytes((src / "b.tif").read_bytes()[:60])
   tifffile.imwrite(src / "complex.tif", np.ones((8, 8), np.complex64))
-  names = ["a.png", "..png", ".png", "corrupt.png", "b.tif", "cut.tif", "complex.tif"]
+  tifffile.imwrite(src / "nan.tif", np.full((8, 8), np.nan, np.float32))
+  names = ["a.png", "..png", ".png", "corrupt.png", "b.tif", "cut.tif", "complex.tif", "nan.tif"]
   out = tmp_path / "out"
   (out / "b.tif").mkdir(parents=True)  # an output that cannot be written (a folder is there)
   r = _run("nedenoise_jax.denoise", *[src / n for n in names], "--out", out, "--model", weights,
            "--force")
   assert r.returncode == 1, r.stderr
-  assert "denoised 3 of 7 image(s)" in r.stdout
+  assert "denoised 3 of 8 image(s)" in r.stdout
+  assert f"error: {src / 'nan.tif'}: contains NaN or Inf pixels" in r.stderr
   assert f"error: {src / 'corrupt.png'}: cannot read image" in r.stderr
   assert f"error: {src / 'cut.tif'}: cannot read" in r.stderr
   assert f"error: {src / 'complex.tif'}: unsupported pixel type complex64" in r.stderr

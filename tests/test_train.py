@@ -388,3 +388,12 @@ def test_rerunning_a_finished_run_logs_nothing_twice(tmp_path):
   # Settings the optimizer does not use (adam's weight decay) do not block a resume.
   train.train_and_evaluate(tiny_config(**{"train.steps": 4, "train.weight_decay": 0.1}), str(tmp_path),
                            progress=False)
+
+
+def test_cosine_run_cannot_be_extended_by_resuming(tmp_path):
+  cfg = tiny_config(**{"train.schedule": "cosine"})
+  train.train_and_evaluate(cfg, str(tmp_path), progress=False, stop_after=5)
+  with pytest.raises(config_lib.ConfigError, match=r"config.train.steps: 10 in the checkpoint, 20 now "
+                                                   r"\(the cosine schedule decays over it\)"):
+    train.train_and_evaluate(tiny_config(**{"train.schedule": "cosine", "train.steps": 20}), str(tmp_path),
+                             progress=False)

@@ -214,5 +214,6 @@ def optimizer_differences(saved: dict, c: ml_collections.ConfigDict) -> list[str
       continue
     old, new = saved[section][name], now[section][name]
     if old != new:
-      out.append(f"config.{key}: {old!r} in the checkpoint, {new!r} now")
+      why = " (the cosine schedule decays over it)" if key == "train.steps" else ""
+      out.append(f"config.{key}: {old!r} in the checkpoint, {new!r} now{why}")
   return out
