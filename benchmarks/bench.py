@@ -4,9 +4,13 @@ python benchmarks/bench.py                      # CPU: writes benchmarks/results
 python benchmarks/bench.py --dtype bfloat16     # e.g. on a GPU (runs unchanged there)
 
 For FDnCNN and DRUNet (full size, non-blind, gray) in each mode: inference on
-1x256x256 and 1x512x512; one training step (forward + backward + Adam, jit
-over a ("data",) mesh of all local devices, state donated) on 16x64x64
-(FDnCNN) and 4x128x128 (DRUNet). Compile time is measured apart from run time;
+1x256x256 and 1x512x512 (tasks ``inferN``, or ``inferBxN`` for a batch of B);
+one training step (forward + backward + Adam, jit over a ("data",) mesh of all
+local devices, state donated) on 16x64x64 (FDnCNN) and 4x128x128 (DRUNet), or
+the shapes of ``--train_shapes`` (e.g. ``fdncnn=128x64,drunet=16x128``, the GPU
+sizes of benchmarks/gpu.sh). ``--precision highest`` makes float32
+convolutions full float32 (no TF32 on GPUs); ``--tiny`` uses small widths,
+for rehearsing a command on the CPU. Compile time is measured apart from run time;
 run time is the median of ``--repeats`` runs after a warm-up. GFLOP/s come
 from an analytical count of the convolutions (2*out_pixels*kh*kw*cin*cout;
 a training step counted as 3x the forward). Peak memory: XLA's buffer
@@ -40,6 +44,24 @@ REFERENCE_CPU = {
     ("drunet", "infer256", "ordinary"): 1.67, ("drunet", "infer256", "norm_equiv"): 1.84,
 }
 TRAIN_SHAPES = {"fdncnn": (16, 64), "drunet": (4, 128)}
+TINY = {"fdncnn": dict(features=8, depth=4), "drunet": dict(features=(8, 8, 16, 16), blocks=1)}
+
+
+def parse_task(task: str) -> tuple[int, int]:
+  """``"infer512"`` -> (1, 512); ``"infer8x256"`` -> (8, 256): batch and side of an inference task."""
+  spec = task[len("infer"):]
+  batch, _, side = spec.rpartition("x")
+  return int(batch or 1), int(side)
+
+
+def parse_train_shapes(text: str) -> dict:
+  """``"fdncnn=128x64,drunet=16x128"`` -> {arch: (batch, patch)} over the defaults."""
+  shapes = dict(TRAIN_SHAPES)
+  for item in filter(None, text.split(",")):
+    arch, _, spec = item.partition("=")
+    batch, _, patch = spec.partition("x")
+    shapes[arch] = (int(batch), int(patch))
+  return shapes
 
 
 def cpu_model() -> str:
@@ -153,16 +175,17 @@ def _device_peak() -> dict:
   return {"device_peak_bytes": int(stats["peak_bytes_in_use"])} if "peak_bytes_in_use" in stats else {}
 
 
-def bench_inference(arch, mode, size, dtype, repeats, prepared=False):
+def bench_inference(arch, mode, size, dtype, repeats, prepared=False, batch=1, tiny=False):
   import jax
   import jax.numpy as jnp
   import numpy as np
 
   from nedenoise_jax import models, xla_options
 
-  module = models.create(arch, mode=mode, blind=False, channels=1, dtype=jnp.dtype(dtype))
-  x = jnp.asarray(np.random.default_rng(0).random((1, size, size, 1)), jnp.float32)
-  sigma = jnp.full((1,), 25 / 255, jnp.float32)
+  module = models.create(arch, mode=mode, blind=False, channels=1, dtype=jnp.dtype(dtype),
+                         **(TINY[arch] if tiny else {}))
+  x = jnp.asarray(np.random.default_rng(0).random((batch, size, size, 1)), jnp.float32)
+  sigma = jnp.full((batch,), 25 / 255, jnp.float32)
   variables = xla_options.jit(module.init)(jax.random.key(0), x, sigma)
   if prepared:  # constrained kernels formed once, outside the timed calls
     module, variables = models.prepare_inference(module, variables)
@@ -171,11 +194,15 @@ def bench_inference(arch, mode, size, dtype, repeats, prepared=False):
   compiled = fn.lower(variables, x, sigma).compile()
   compile_s = time.perf_counter() - t
   flops = conv_flops(module, x, sigma)
-  return (lambda: compiled(variables, x, sigma)), {
-      "compile_s": compile_s, "gflop": flops / 1e9, **_memory(compiled)}
+
+  def run():
+    return compiled(variables, x, sigma)
+
+  run.compiled = compiled  # for gpu_profile.py's HLO
+  return run, {"compile_s": compile_s, "gflop": flops / 1e9, **_memory(compiled)}
 
 
-def bench_train(arch, mode, dtype, repeats):
+def bench_train(arch, mode, dtype, repeats, shapes=TRAIN_SHAPES, tiny=False):
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -185,9 +212,11 @@ def bench_train(arch, mode, dtype, repeats):
   from nedenoise_jax import xla_options
   from nedenoise_jax.training import loop as train
 
-  batch, patch = TRAIN_SHAPES[arch]
+  batch, patch = shapes[arch]
   c = config_lib.base_config(arch)
   c.model.mode, c.model.blind, c.model.dtype = mode, False, dtype
+  for key, value in (TINY[arch] if tiny else {}).items():
+    c.model[key] = value
   c.train.batch_size, c.train.patch_size = batch, patch
   module, tx = train.create_model(c), train.create_optimizer(c)
   mesh = train.make_mesh()
@@ -209,6 +238,7 @@ def bench_train(arch, mode, dtype, repeats):
     holder[0], m = compiled(holder[0], data)
     return m["loss"]
 
+  run.compiled = compiled  # for gpu_profile.py's HLO
   flops = 3 * conv_flops(module, jnp.zeros((batch, patch, patch, 1)), jnp.zeros((batch,)))
   return run, {"compile_s": compile_s, "gflop": flops / 1e9, "devices": int(mesh.devices.size),
                **_memory(compiled)}
@@ -245,6 +275,10 @@ def main(argv=None) -> int:
   p.add_argument("--tasks", default="infer256,infer512,train")
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--train_shapes", default="", help="batch x patch per arch, e.g. fdncnn=128x64,drunet=16x128")
+  p.add_argument("--precision", default="default", choices=["default", "highest"],
+                 help="jax_default_matmul_precision: highest = full float32 convolutions (no TF32)")
+  p.add_argument("--tiny", action="store_true", help="small widths: rehearse a command on the CPU")
   p.add_argument("--prepared", action="store_true",
                  help="inference with models.prepare_inference (each constrained kernel formed once, "
                       "not per call)")
@@ -269,8 +303,11 @@ def main(argv=None) -> int:
   from nedenoise_jax import xla_options
   from nedenoise_jax.training import loop as train
 
+  shapes = parse_train_shapes(args.train_shapes)
+  if args.precision != "default":
+    jax.config.update("jax_default_matmul_precision", args.precision)
   if args.cpu_devices:
-    train.configure_cpu_devices(args.cpu_devices, 16 if "fdncnn" in args.archs else 4)
+    train.configure_cpu_devices(args.cpu_devices, math.gcd(*(shapes[a][0] for a in args.archs.split(","))))
   backend = jax.default_backend()
   out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                  f"bench_{backend}{'_bf16' if args.dtype == 'bfloat16' else ''}")
@@ -281,10 +318,13 @@ def main(argv=None) -> int:
       runs, infos = [], []
       for mode in modes:
         if task == "train":
-          run, info = bench_train(arch, mode, args.dtype, args.repeats)
+          run, info = bench_train(arch, mode, args.dtype, args.repeats, shapes, args.tiny)
+          info["shape"] = [shapes[arch][0], shapes[arch][1], shapes[arch][1], 1]
         else:
-          run, info = bench_inference(arch, mode, int(task[len("infer"):]), args.dtype, args.repeats,
-                                      args.prepared)
+          batch, side = parse_task(task)
+          run, info = bench_inference(arch, mode, side, args.dtype, args.repeats, args.prepared,
+                                      batch, args.tiny)
+          info["shape"] = [batch, side, side, 1]
         runs.append(run)
         infos.append(info)
       all_times = _time_interleaved(runs, args.repeats)
@@ -312,12 +352,15 @@ def _write(out, rows, backend, args) -> dict:
       "rows": rows,
       "environment": {"backend": backend, "devices": [str(d) for d in jax.devices()],
                       "jax": jax.__version__, "dtype": args.dtype, "repeats": args.repeats,
+                      "precision": args.precision, "tiny": bool(args.tiny),
                       "prepared_inference": bool(args.prepared),
                       "machine": platform.machine(), "cpu_count": os.cpu_count(),
                       "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"),
                       "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
-      "reference": args.reference_times if backend == "cpu" else {},
-      "reference_environment": args.reference_env if backend == "cpu" else {},
+      # The quoted CPU medians mean nothing on another backend; a --reference file timed on
+      # this machine applies wherever it was given.
+      "reference": args.reference_times if backend == "cpu" or args.reference else {},
+      "reference_environment": args.reference_env if backend == "cpu" or args.reference else {},
   }
   write_results(out, results, markdown(results))
   return results

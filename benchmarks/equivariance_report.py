@@ -5,6 +5,12 @@ statistics random too), tiny widths, odd image sizes. Writes JSON and prints
 a markdown table of the worst error per (arch, mode, dtype).
 
     python benchmarks/equivariance_report.py --out benchmarks/results/equivariance.json
+    python benchmarks/equivariance_report.py --out DIR/eq.json --check 1e-5   # exit 1 above 1e-5
+
+``--check REL``: the exit status is 1 when a float32 relative error exceeds
+``REL`` where the mode guarantees the property (normalization-equivariance
+for norm_equiv and wrapped, scale-equivariance for scale_equiv too), as the
+CPU tests assert; the GPU command (benchmarks/gpu.sh) uses it.
 """
 
 import argparse
@@ -27,13 +33,19 @@ SIZES = ((37, 45), (1, 1), (9, 200))
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--out", default="benchmarks/results/equivariance.json")
+  parser.add_argument("--quick", action="store_true",
+                      help="float32, the modes that guarantee a property, one odd size (a device check)")
+  parser.add_argument("--check", type=float, default=None,
+                      help="fail (exit 1) when a guaranteed float32 relative error exceeds this")
   args = parser.parse_args()
   jax.config.update("jax_enable_x64", True)
   rows = []
-  for dtype, arch, mode, blind, channels in itertools.product(
-      (jnp.float32, jnp.float64), TINY, models.MODES, (True, False), (1, 3)):
+  dtypes, modes, sizes = (jnp.float32, jnp.float64), models.MODES, SIZES
+  if args.quick:
+    dtypes, modes, sizes = (jnp.float32,), ("scale_equiv", "norm_equiv", "wrapped"), SIZES[:1]
+  for dtype, arch, mode, blind, channels in itertools.product(dtypes, TINY, modes, (True, False), (1, 3)):
     module = models.create(arch, mode=mode, blind=blind, channels=channels, **TINY[arch])
-    for h, w in SIZES:
+    for h, w in sizes:
       rng = np.random.default_rng(h * w)
       x = jnp.asarray(rng.uniform(size=(2, h, w, channels)), dtype)
       sigma = None if blind else jnp.asarray(rng.uniform(0.02, 0.2, size=(2,)), dtype)
@@ -58,7 +70,18 @@ def main():
     print(f"| {dt} | {arch} | {mode} | {max(r['ne_max_abs'] for r in g):.1e} | "
           f"{max(r['ne_max_rel'] for r in g):.1e} | {max(r['scale_max_abs'] for r in g):.1e} | "
           f"{max(r['scale_max_rel'] for r in g):.1e} |")
+  if args.check is not None:
+    bad = [r for r in rows if r["dtype"] == "float32" and (
+        (r["mode"] in ("norm_equiv", "wrapped") and r["ne_max_rel"] > args.check)
+        or (r["mode"] in ("norm_equiv", "wrapped", "scale_equiv") and r["scale_max_rel"] > args.check))]
+    for r in bad:
+      print(f"FAIL {r['arch']} {r['mode']} blind={r['blind']} channels={r['channels']} size={r['size']}: "
+            f"NE rel {r['ne_max_rel']:.2e}, scale rel {r['scale_max_rel']:.2e} > {args.check:g}")
+    print(f"equivariance check on {jax.devices()[0].platform}: "
+          f"{'FAILED' if bad else 'passed'} (float32 relative errors <= {args.check:g} where guaranteed)")
+    return 1 if bad else 0
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -43,3 +43,12 @@ def test_markdown_has_the_paired_column():
   md = bench.markdown({"rows": rows})
   assert "per round / ordinary" in md
   assert "| 1.030 | 1.030 (1.030–1.030) |" in md
+
+
+def test_task_and_train_shape_specs():
+  assert bench.parse_task("infer512") == (1, 512)
+  assert bench.parse_task("infer8x256") == (8, 256)
+  shapes = bench.parse_train_shapes("fdncnn=128x64,drunet=16x128")
+  assert shapes == {"fdncnn": (128, 64), "drunet": (16, 128)}
+  assert bench.parse_train_shapes("") == bench.TRAIN_SHAPES
+  assert bench.parse_train_shapes("drunet=2x32")["fdncnn"] == bench.TRAIN_SHAPES["fdncnn"]
