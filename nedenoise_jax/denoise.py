@@ -382,6 +382,12 @@ def denoise(image: Any, model: ModelArg = None, sigma: Any = None, *,
   return out
 
 
+def _planes_last(axes: str) -> list[int]:
+  """The transpose that puts ``axes``' plane letters last, as ``(..., Y, X[, S])``."""
+  return ([i for i, c in enumerate(axes) if c not in image_io.PLANE_AXES]
+          + [axes.index(c) for c in image_io.PLANE_AXES if c in axes])
+
+
 def denoise_stack(stack: Any, axes: str, model: ModelArg = None, sigma: Any = None, **kwargs) -> np.ndarray:
   """Denoises every 2-D plane of ``stack`` (a microscopy z-stack, time series, hyperstack, ...).
 
@@ -409,10 +415,9 @@ def denoise_stack(stack: Any, axes: str, model: ModelArg = None, sigma: Any = No
   if samples not in (1, 2, 3, 4):
     raise ImageError(f"axes={axes!r}, shape {a.shape}: the S axis has {samples} samples; expected 1, "
                      "2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
-  order = [i for i, c in enumerate(ax) if c not in image_io.PLANE_AXES] + [ax.index("Y"), ax.index("X")]
-  order += [ax.index("S")] if "S" in ax else []
+  order = _planes_last(ax)
   moved = np.transpose(a, order)
-  h, w = moved.shape[len(order) - 2 - ("S" in ax):][:2]
+  h, w = a.shape[ax.index("Y")], a.shape[ax.index("X")]
   planes = moved.reshape(-1, h, w, samples)
   if sigma is not None and not isinstance(sigma, str) and np.ndim(sigma) > 0:
     m = np.asarray(sigma)
@@ -420,9 +425,7 @@ def denoise_stack(stack: Any, axes: str, model: ModelArg = None, sigma: Any = No
     if m.shape != plane_shape:
       raise ImageError(f"noise map of shape {m.shape} for a stack of shape {a.shape} (axes {ax}): "
                        f"expected {plane_shape}")
-    keep = [c for c in ax if c != "S"]
-    sigma = np.transpose(m, [keep.index(c) for c in ax if c not in image_io.PLANE_AXES] + [keep.index("Y"),
-                         keep.index("X")]).reshape(-1, h, w, 1)
+    sigma = np.transpose(m, _planes_last(ax.replace("S", ""))).reshape(-1, h, w, 1)
   if samples == 2:  # gray + alpha
     out = np.concatenate([denoise(planes[..., :1], model, sigma, **kwargs), planes[..., 1:]], axis=-1)
   else:

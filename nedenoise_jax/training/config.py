@@ -168,6 +168,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   def integer(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
+  def finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
   for key in _POSITIVE_INTS:
     if not (integer(value(key)) and value(key) > 0):
       raise ConfigError(f"config.{key}={value(key)!r}: expected an integer > 0")
@@ -176,10 +179,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{key}={value(key)!r}: expected an integer >= 0")
   for key in _NON_NEGATIVE:
     v = value(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+    if not (finite(v) and v >= 0):
       raise ConfigError(f"config.{key}={v!r}: expected a finite number >= 0")
   lr = c.train.learning_rate
-  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+  if not (finite(lr) and lr > 0):
     raise ConfigError(f"config.train.learning_rate={lr!r}: expected a finite number > 0")
   if c.model.channels not in (1, 3):
     raise ConfigError(f"config.model.channels={c.model.channels!r}: expected 1 (gray) or 3 (colour)")
