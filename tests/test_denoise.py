@@ -163,18 +163,24 @@ def test_cli_files(tmp_path):
   assert not any(p.name.startswith(".tmp") for p in out.iterdir())
 
 
-def test_cli_same_image_in_every_range_and_bit_depth(tmp_path):
+@pytest.mark.parametrize("which", ["tiny", "default"])
+def test_cli_same_image_in_every_range_and_bit_depth(tmp_path, which):
   """One noisy image stored as float [0, 1], float [1000, 39250], 16-bit and 8-bit.
 
   Built from 8-bit values, so the four files hold exactly the same picture up
   to an affine map. An NE model's outputs agree after mapping back: the two
   float files to 1e-4 of the range, the integer files to within their rounding.
+  ``default``: the command's own default gray model (no ``--model``), whichever
+  ``denoise.DEFAULT_MODELS`` ships.
   """
   from PIL import Image
   import tifffile
 
-  module, variables = _model()
-  weights = nj.save_weights(tmp_path / "ne.nedenoise", module, variables)
+  if which == "tiny":
+    module, variables = _model()
+    model_flags = ["--model", str(nj.save_weights(tmp_path / "ne.nedenoise", module, variables))]
+  else:
+    model_flags = []
   rng = np.random.default_rng(3)
   yy, xx = np.mgrid[0:37, 0:53]
   clean = 128 + 80 * np.sin(yy / 5.0) * np.cos(xx / 7.0)
@@ -188,7 +194,7 @@ def test_cli_same_image_in_every_range_and_bit_depth(tmp_path):
   tifffile.imwrite(src / "u16.tif", u8.astype(np.uint16) * 257)  # 65535 / 255 = 257: exact
   Image.fromarray(u8).save(src / "u8.png")
   out = tmp_path / "out"
-  r = _cli(str(src), "--out", str(out), "--model", str(weights), cwd=tmp_path)
+  r = _cli(str(src), "--out", str(out), *model_flags, cwd=tmp_path)
   assert r.returncode == 0, r.stderr
   f = tifffile.imread(out / "unit.tif").astype(np.float64)
   wide = (tifffile.imread(out / "wide.tif").astype(np.float64) - lo) / (hi - lo)
