@@ -19,11 +19,17 @@ GPUs the allocator's peak. All modes are measured in the same run, so the
 ratios to ``ordinary`` are comparable even on a noisy machine: the table
 gives the ratio of the medians, and the median of the per-round ratios with
 a 95% interval (:func:`paired_ratio`).
+
+A mode may name a convolution path after ``@``: ``norm_equiv@pallas`` is
+norm_equiv traced with ``NEDENOISE_GPU_CONV=pallas`` (the Pallas NE
+convolution of kernels.pallas_conv on CUDA GPUs; ``@interpret`` for a CPU
+rehearsal), timed in the same interleaved rounds as the other modes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -44,7 +50,36 @@ REFERENCE_CPU = {
     ("drunet", "infer256", "ordinary"): 1.67, ("drunet", "infer256", "norm_equiv"): 1.84,
 }
 TRAIN_SHAPES = {"fdncnn": (16, 64), "drunet": (4, 128)}
-TINY = {"fdncnn": dict(features=8, depth=4), "drunet": dict(features=(8, 8, 16, 16), blocks=1)}
+# Rehearsal widths: the smallest whose inner layers the Pallas kernel takes (16 channel pairs).
+TINY = {"fdncnn": dict(features=32, depth=4), "drunet": dict(features=(32, 32, 64, 64), blocks=1)}
+
+
+CONV_PATHS = ("xla", "pallas", "interpret")  # NEDENOISE_GPU_CONV values (kernels.pallas_conv.MODES)
+
+
+def parse_mode(spec: str) -> tuple[str, str | None]:
+  """``"norm_equiv@pallas"`` -> ("norm_equiv", "pallas"); ``"ordinary"`` -> ("ordinary", None)."""
+  mode, _, path = spec.partition("@")
+  if path and path not in CONV_PATHS:
+    raise ValueError(f"mode {spec!r}: unknown convolution path {path!r}; expected one of {CONV_PATHS}")
+  return mode, path or None
+
+
+@contextlib.contextmanager
+def conv_path(path: str | None):
+  """``NEDENOISE_GPU_CONV=path`` while a program is built and traced (then as before)."""
+  if path is None:
+    yield
+    return
+  old = os.environ.get("NEDENOISE_GPU_CONV")
+  os.environ["NEDENOISE_GPU_CONV"] = path
+  try:
+    yield
+  finally:
+    if old is None:
+      del os.environ["NEDENOISE_GPU_CONV"]
+    else:
+      os.environ["NEDENOISE_GPU_CONV"] = old
 
 
 def parse_task(task: str) -> tuple[int, int]:
@@ -176,6 +211,12 @@ def _device_peak() -> dict:
 
 
 def bench_inference(arch, mode, size, dtype, repeats, prepared=False, batch=1, tiny=False):
+  mode, path = parse_mode(mode)
+  with conv_path(path):
+    return _bench_inference(arch, mode, size, dtype, repeats, prepared, batch, tiny)
+
+
+def _bench_inference(arch, mode, size, dtype, repeats, prepared, batch, tiny):
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -203,6 +244,12 @@ def bench_inference(arch, mode, size, dtype, repeats, prepared=False, batch=1, t
 
 
 def bench_train(arch, mode, dtype, repeats, shapes=TRAIN_SHAPES, tiny=False):
+  mode, path = parse_mode(mode)
+  with conv_path(path):
+    return _bench_train(arch, mode, dtype, repeats, shapes, tiny)
+
+
+def _bench_train(arch, mode, dtype, repeats, shapes, tiny):
   import jax
   import jax.numpy as jnp
   import numpy as np

@@ -10,7 +10,11 @@ a markdown table of the worst error per (arch, mode, dtype).
 ``--check REL``: the exit status is 1 when a float32 relative error exceeds
 ``REL`` where the mode guarantees the property (normalization-equivariance
 for norm_equiv and wrapped, scale-equivariance for scale_equiv too), as the
-CPU tests assert; the GPU command (benchmarks/gpu.sh) uses it.
+CPU tests assert; the GPU command (benchmarks/gpu.sh) uses it. Matrix products
+and convolutions run at "highest" precision (``--precision``): on a GPU XLA's
+default rounds their float32 inputs to TF32 (10-bit mantissas), whose errors
+are not the construction's. ``--widths pallas``: widths whose inner layers the
+Pallas kernel takes (with ``NEDENOISE_GPU_CONV=pallas``, kernels.pallas_conv).
 """
 
 import argparse
@@ -26,6 +30,9 @@ from nedenoise_jax import equivariance, files, models
 
 TINY = {"fdncnn": dict(features=8, depth=4), "drunet": dict(features=(8, 8, 16, 16), blocks=1),
         "dncnn": dict(features=8, depth=4)}
+# The smallest widths whose inner 3x3 layers kernels.pallas_conv takes (16 channel pairs).
+PALLAS = {"fdncnn": dict(features=32, depth=4), "drunet": dict(features=(32, 32, 64, 64), blocks=1),
+          "dncnn": dict(features=32, depth=4)}
 PAIRS = ((10.0, 50.0), (0.3, -1.2), (1.7, 0.3))
 SIZES = ((37, 45), (1, 1), (9, 200))
 
@@ -37,14 +44,20 @@ def main():
                       help="float32, the modes that guarantee a property, one odd size (a device check)")
   parser.add_argument("--check", type=float, default=None,
                       help="fail (exit 1) when a guaranteed float32 relative error exceeds this")
+  parser.add_argument("--precision", default="highest", choices=["highest", "default"],
+                      help="jax_default_matmul_precision (default on a GPU: TF32 convolutions)")
+  parser.add_argument("--widths", default="tiny", choices=["tiny", "pallas"])
   args = parser.parse_args()
   jax.config.update("jax_enable_x64", True)
+  if args.precision != "default":
+    jax.config.update("jax_default_matmul_precision", args.precision)
+  widths = TINY if args.widths == "tiny" else PALLAS
   rows = []
   dtypes, modes, sizes = (jnp.float32, jnp.float64), models.MODES, SIZES
   if args.quick:
     dtypes, modes, sizes = (jnp.float32,), ("scale_equiv", "norm_equiv", "wrapped"), SIZES[:1]
-  for dtype, arch, mode, blind, channels in itertools.product(dtypes, TINY, modes, (True, False), (1, 3)):
-    module = models.create(arch, mode=mode, blind=blind, channels=channels, **TINY[arch])
+  for dtype, arch, mode, blind, channels in itertools.product(dtypes, widths, modes, (True, False), (1, 3)):
+    module = models.create(arch, mode=mode, blind=blind, channels=channels, **widths[arch])
     for h, w in sizes:
       rng = np.random.default_rng(h * w)
       x = jnp.asarray(rng.uniform(size=(2, h, w, channels)), dtype)
@@ -61,8 +74,12 @@ def main():
                    "scale_max_rel": max(r["rel_error"] for r in se),
                    "magnitude": max(r["magnitude"] for r in ne)})
     print(".", end="", flush=True, file=sys.stderr)
+  from nedenoise_jax.kernels import pallas_conv
+
   files.write_text(args.out, json.dumps({"jax": jax.__version__, "device": str(jax.devices()[0]),
-                                         "pairs": PAIRS, "rows": rows}, indent=1))
+                                         "precision": args.precision, "widths": args.widths,
+                                         "gpu_conv": pallas_conv.mode(), "pairs": PAIRS, "rows": rows},
+                                        indent=1))
   print("\n| dtype | arch | mode | NE abs | NE rel | scale abs | scale rel |")
   print("|---|---|---|--:|--:|--:|--:|")
   for (dt, arch, mode), group in itertools.groupby(rows, lambda r: (r["dtype"], r["arch"], r["mode"])):

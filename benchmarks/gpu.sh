@@ -2,12 +2,14 @@
 # The prepared GPU command of the GPU-speed issue: each part is one call of the device tool, under
 # 10 minutes, and leaves two files in the output folder: results.tgz and log.txt.
 #
-#   part 1: the GPU equivariance check (float32 relative errors <= 1e-5), then FDnCNN and DRUNet,
-#           ordinary and norm_equiv, float32 at XLA's default precision (TF32 convolutions) and at
+#   part 1: the GPU equivariance check (float32 at "highest" precision, relative errors <= 1e-5),
+#           on XLA's path and on the Pallas NE convolution (NEDENOISE_GPU_CONV=pallas,
+#           kernels/pallas_conv.py); then FDnCNN and DRUNet, ordinary, norm_equiv and
+#           norm_equiv@pallas, float32 at XLA's default precision (TF32 convolutions) and at
 #           "highest", at GPU sizes; then a profile of the FDnCNN training step (kernels per mode,
 #           optimized HLO).
-#   part 2: bfloat16, the authors' PyTorch code on the same GPU (float32 with TF32, and bfloat16
-#           autocast), and a profile of the DRUNet training step.
+#   part 2: bfloat16 (the three modes), the authors' PyTorch code on the same GPU (float32 with
+#           TF32, and bfloat16 autocast), and a profile of the DRUNet training step.
 #
 # Before the call, here (not committed; see .git/info/exclude):
 #   .whl/  the one package the GPU image lacks:
@@ -33,7 +35,9 @@ if ls .whl/*.whl > /dev/null 2>&1; then
     .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 
+fused=norm_equiv@pallas
 if [ -n "${REHEARSE:-}" ]; then
+  fused=norm_equiv@interpret  # the same kernel in Pallas' interpreter
   size=(--tiny --repeats 2)
   tasks=infer64,infer2x32,train
   shapes=fdncnn=4x32,drunet=2x32
@@ -59,16 +63,19 @@ trap finish EXIT
 echo "=== part $part on $(hostname), $(date -u +%F)"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>/dev/null || true
 $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
-bench=(benchmarks/bench.py --archs fdncnn,drunet --modes ordinary,norm_equiv --tasks "$tasks"
+bench=(benchmarks/bench.py --archs fdncnn,drunet --modes "ordinary,norm_equiv,$fused" --tasks "$tasks"
        --train_shapes "$shapes" "${size[@]}")
+profile_modes="ordinary,norm_equiv,$fused"
 case "$part" in
   1)
-    step equivariance 120 $PY benchmarks/equivariance_report.py --quick --check 1e-5 \
+    step equivariance 75 $PY benchmarks/equivariance_report.py --quick --check 1e-5 \
       --out "$work/equivariance_gpu.json"
+    step equivariance-pallas 75 env NEDENOISE_GPU_CONV="${fused#*@}" $PY benchmarks/equivariance_report.py \
+      --quick --check 1e-5 --widths pallas --out "$work/equivariance_gpu_pallas.json"
     step bench-float32 "$limit" $PY "${bench[@]}" --out "$work/bench_gpu_f32"
-    step bench-float32-highest 150 $PY "${bench[@]}" --archs fdncnn --precision highest \
+    step bench-float32-highest 100 $PY "${bench[@]}" --archs fdncnn --precision highest \
       --out "$work/bench_gpu_f32_highest"
-    step profile-fdncnn 90 $PY benchmarks/gpu_profile.py --arch fdncnn --task train \
+    step profile-fdncnn 90 $PY benchmarks/gpu_profile.py --arch fdncnn --task train --modes "$profile_modes" \
       --train_shapes "$shapes" ${REHEARSE:+--tiny} --out "$work/profile"
     ;;
   2)
@@ -82,7 +89,7 @@ case "$part" in
     step reference-bf16 120 $PY benchmarks/bench_reference.py --repo .ref/nenn --device "$device" \
       --dtype bfloat16 --tasks "$ref_tasks" --train_shapes "$shapes" --repeats 5 \
       --out "$work/reference_gpu_bf16"
-    step profile-drunet 90 $PY benchmarks/gpu_profile.py --arch drunet --task train \
+    step profile-drunet 90 $PY benchmarks/gpu_profile.py --arch drunet --task train --modes "$profile_modes" \
       --train_shapes "$shapes" ${REHEARSE:+--tiny} --out "$work/profile"
     ;;
   *) echo "part must be 1 or 2"; exit 2 ;;

@@ -7,7 +7,12 @@ the signature and the values of its reference in :mod:`nedenoise_jax.ops`
 * float32 programs compiled for the CPU go to oneDNN (:mod:`.onednn`, built
   by :mod:`.build`) where the shapes suit it, through
   ``jax.lax.platform_dependent``, so one program still runs anywhere;
-* everything else (GPUs, TPUs, float64, ``NEDENOISE_CPU_CONV=xla``, a
+* with ``NEDENOISE_GPU_CONV=pallas``, reflect-padded 3x3 convolutions on CUDA
+  GPUs go to a Pallas kernel that loads its input at reflected addresses and
+  sorts the channel pairs as it loads them (:mod:`.pallas_conv`), through
+  ``platform_dependent`` too (``interpret``: that kernel in Pallas' interpreter
+  on every platform, for tests);
+* everything else (GPUs by default, TPUs, float64, ``NEDENOISE_CPU_CONV=xla``, a
   machine without a compiler) runs the reference XLA operations.
 
 Nothing here changes what a layer stores or how it is configured: the choice
@@ -17,8 +22,10 @@ is made per call, from the arrays' dtypes and shapes.
 function                   what it computes (reference)                     CPU float32 backend
 =========================  ===============================================  ==============================
 :func:`conv2d`             :func:`ops.conv2d`                               oneDNN convolution, padding in the call
+                                                                            (GPU, ``pallas``: reflect 3x3 in one pass)
 :func:`sort_pool`          :func:`ops.sort_pool`                            one pass on every core
 :func:`sort_pool_conv2d`   :func:`ops.sort_pool_conv2d`                     the sort done while padding
+                                                                            (GPU, ``pallas``: sorted as loaded)
 :func:`affine_conv2d`      :func:`ops.affine_conv2d`                        the affine kernel formed in the call
 :func:`affine_kernel`      :func:`ops.affine_kernel` (``centre``)           as :func:`affine_conv2d` forms it
 :func:`affine_combination` :func:`ops.affine_combination`                   one-pass gradient
@@ -35,16 +42,18 @@ import jax
 import jax.numpy as jnp
 
 from nedenoise_jax import ops
-from nedenoise_jax.kernels import build, onednn, xla_options
+from nedenoise_jax.kernels import build, onednn, pallas_conv, xla_options
 
 __all__ = ["affine_combination", "affine_conv2d", "affine_kernel", "build", "conv2d", "onednn",
-           "per_cpu_path", "scale_add", "sort_pool", "sort_pool_conv2d", "uses_onednn", "xla_options"]
+           "pallas_conv", "per_cpu_path", "scale_add", "sort_pool", "sort_pool_conv2d", "uses_onednn",
+           "xla_options"]
 
 
 def per_cpu_path(make: Callable, maxsize: int = 16) -> Callable:
   """``make(*args)`` (a jitted function) kept per ``args`` and CPU path (``NEDENOISE_CPU_CONV``).
 
-  The path is part of the key because it is chosen when a program is traced.
+  The paths (``NEDENOISE_CPU_CONV``, ``NEDENOISE_GPU_CONV``) are part of the key because
+  they are chosen when a program is traced.
   Arguments that cannot be hashed (a module with a list field) get a fresh
   function each call.
   """
@@ -53,7 +62,7 @@ def per_cpu_path(make: Callable, maxsize: int = 16) -> Callable:
   @functools.wraps(make)
   def get(*args):
     try:
-      return cached(build.mode(), *args)
+      return cached((build.mode(), pallas_conv.mode()), *args)
     except TypeError:  # unhashable arguments
       return make(*args)
 
@@ -69,9 +78,32 @@ def uses_onednn(dtype, *shapes_ok: bool) -> bool:
   return jnp.dtype(dtype) == jnp.float32 and all(shapes_ok) and build.enabled()
 
 
+def _gpu(z, kernel, strides, padding, sort_input: bool, other: Callable):
+  """The Pallas kernel for this reflect-padded convolution on CUDA GPUs (``other(z, kernel)``
+  elsewhere), or None when ``NEDENOISE_GPU_CONV`` does not ask for it or the shapes do not suit it."""
+  path = pallas_conv.mode()
+  if path == "xla" or not pallas_conv.supports(z.shape, kernel.shape, z.dtype, kernel.dtype, strides,
+                                               padding, sort_input):
+    return None
+  if path == "interpret":
+    return pallas_conv.sort_pool_conv3x3(z, kernel, sort_input, True)
+  return jax.lax.platform_dependent(
+      z, kernel, cuda=lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort_input, False), default=other)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *,
            pad_mode: Literal["zeros", "reflect"] = "zeros") -> jax.Array:
-  """:func:`ops.conv2d`; on the CPU (float32) one oneDNN call, which also does the reflect padding."""
+  """:func:`ops.conv2d`; on the CPU (float32) one oneDNN call, which also does the reflect padding;
+  on a GPU with ``NEDENOISE_GPU_CONV=pallas`` (reflect, 3x3) one Pallas kernel."""
+  if pad_mode == "reflect":
+    fused = _gpu(x, kernel, strides, padding, False,
+                 lambda x, k: _conv2d(x, k, strides, padding, pad_mode=pad_mode))
+    if fused is not None:
+      return fused
+  return _conv2d(x, kernel, strides, padding, pad_mode=pad_mode)
+
+
+def _conv2d(x, kernel, strides, padding, *, pad_mode):
   if isinstance(padding, str) and padding != "VALID":
     return ops.conv2d(x, kernel, strides, padding, pad_mode=pad_mode)
   explicit = ops.explicit_padding(padding)
@@ -106,7 +138,17 @@ def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding=
                      pad_mode: Literal["zeros", "reflect"] = "zeros") -> jax.Array:
   """:func:`ops.sort_pool_conv2d`; on the CPU (float32, reflect padding) the sort is done by the
   oneDNN call while it pads the input: no sorted copy is written out, and none is kept for the
-  backward pass."""
+  backward pass. On a GPU with ``NEDENOISE_GPU_CONV=pallas`` (reflect, 3x3) the Pallas kernel
+  sorts as it loads."""
+  if pad_mode == "reflect":
+    fused = _gpu(z, kernel, strides, padding, True,
+                 lambda z, k: _sort_pool_conv2d(z, k, strides, padding, pad_mode=pad_mode))
+    if fused is not None:
+      return fused
+  return _sort_pool_conv2d(z, kernel, strides, padding, pad_mode=pad_mode)
+
+
+def _sort_pool_conv2d(z, kernel, strides, padding, *, pad_mode):
   explicit = _reflect_padded(padding, pad_mode)
   if explicit is not None and uses_onednn(
       z.dtype, kernel.dtype == z.dtype, z.shape[-1] % 2 == 0,
@@ -114,7 +156,7 @@ def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding=
     return jax.lax.platform_dependent(
         z, kernel, cpu=lambda z, k: onednn.sort_pool_conv(z, k, strides, explicit),
         default=lambda z, k: ops.sort_pool_conv2d(z, k, strides, explicit, pad_mode="reflect"))
-  return conv2d(sort_pool(z), kernel, strides, padding, pad_mode=pad_mode)
+  return _conv2d(sort_pool(z), kernel, strides, padding, pad_mode=pad_mode)
 
 
 def affine_conv2d(x: jax.Array, theta: jax.Array, scale=None, strides: int = 1, padding=((1, 1), (1, 1)), *,
@@ -128,7 +170,16 @@ def affine_conv2d(x: jax.Array, theta: jax.Array, scale=None, strides: int = 1, 
   """
   explicit = _reflect_padded(padding, "reflect")
   s = jnp.ones((), x.dtype) if scale is None else jnp.asarray(scale)
-  if explicit is not None and uses_onednn(
+
+  def generic(x, t, s):  # XLA forms the kernel; the convolution is dispatched on its own
+    k = ops.affine_kernel(t, free_channels=free_channels, total=total)
+    if scale is not None:
+      k = k * s.astype(k.dtype)
+    if sort_input:
+      return sort_pool_conv2d(x, k, strides, padding, pad_mode="reflect")
+    return conv2d(x, k, strides, padding, pad_mode="reflect")
+
+  if explicit is not None and pallas_conv.mode() != "interpret" and uses_onednn(
       x.dtype, theta.dtype == x.dtype, s.dtype == x.dtype, not s.shape,
       not sort_input or x.shape[-1] % 2 == 0, 0 <= free_channels < theta.shape[2],
       onednn.supports(x.shape, theta.shape, x.dtype, strides, explicit)):
@@ -136,15 +187,8 @@ def affine_conv2d(x: jax.Array, theta: jax.Array, scale=None, strides: int = 1, 
         x, theta, s,
         cpu=lambda x, t, s: onednn.affine_conv(x, t, s, strides, explicit, free_channels=free_channels,
                                                total=total, sort=sort_input),
-        default=lambda x, t, s: ops.affine_conv2d(x, t, None if scale is None else s, strides, explicit,
-                                                  free_channels=free_channels, total=total,
-                                                  sort_input=sort_input))
-  k = ops.affine_kernel(theta, free_channels=free_channels, total=total)
-  if scale is not None:
-    k = k * jnp.asarray(scale).astype(k.dtype)
-  if sort_input:
-    return sort_pool_conv2d(x, k, strides, padding, pad_mode="reflect")
-  return conv2d(x, k, strides, padding, pad_mode="reflect")
+        default=generic)
+  return generic(x, theta, s)
 
 
 def affine_kernel(theta: jax.Array, *, free_channels: int = 0, total: float = 1.0,

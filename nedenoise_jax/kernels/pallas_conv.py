@@ -1,0 +1,178 @@
+"""A reflect-padded 3x3 convolution with SortPool fused into its input loads (Pallas, for GPUs).
+
+On a GPU the reference NE layer (:func:`nedenoise_jax.ops.sort_pool_conv2d` with
+reflect padding) is two passes over the activations: one XLA fusion that sorts
+the channel pairs and writes a reflect-padded copy, then cuDNN's convolution of
+that copy. An ordinary layer is one pass: cuDNN pads with zeros itself and
+applies the ReLU in its epilogue. This kernel is the NE layer in one pass: each
+program computes a block of output pixels x output channels as 9 tap products
+(implicit GEMM), reading its input rows at reflected addresses and sorting the
+channel pairs as they are loaded, so neither the sorted nor the padded copy is
+ever written.
+
+Values are those of the reference up to float rounding (the products are
+summed in another order); the gradient is the reference's (``jax.vjp`` of
+:func:`ops.sort_pool_conv2d`), so training gets the fused forward pass and
+XLA's backward pass. The same program runs on the CPU in Pallas' interpreter
+(``interpret=True``), which is how the tests check it.
+
+Supported: stride 1, padding ((1, 1), (1, 1)), a 3x3 kernel, H and W >= 2, and
+channel counts that are powers of two, at least 16 (input channel pairs: 16 with
+``sort_input``) -- the shapes of FDnCNN's and DRUNet's inner layers. :func:`supports`
+says whether a call qualifies.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from nedenoise_jax import ops
+
+PADDING = ((1, 1), (1, 1))
+ENV = "NEDENOISE_GPU_CONV"
+MODES = ("xla", "pallas", "interpret")
+
+
+def mode() -> str:
+  """The path ``NEDENOISE_GPU_CONV`` asks for, read when a program is traced.
+
+  * ``xla`` (default): XLA's fusions and cuDNN's convolutions (the reference operations);
+  * ``pallas``: this kernel on CUDA GPUs, where :func:`supports` the shapes;
+  * ``interpret``: this kernel in Pallas' interpreter on every platform (tests; slow).
+
+  ``xla`` stays the default until the GPU benchmark shows the kernel faster
+  (docs/performance.md#gpu).
+  """
+  value = os.environ.get(ENV, "xla").strip().lower() or "xla"
+  if value not in MODES:
+    raise ValueError(f"{ENV}={value!r}; expected one of {MODES}")
+  return value
+
+
+def _pow2(n: int) -> bool:
+  return n > 0 and n & (n - 1) == 0
+
+
+def supports(z_shape, k_shape, dtype, k_dtype, strides, padding, sort_input: bool) -> bool:
+  """Whether :func:`sort_pool_conv3x3` computes this convolution."""
+  if len(z_shape) != 4 or len(k_shape) != 4 or tuple(k_shape[:2]) != (3, 3) or strides != 1:
+    return False
+  if isinstance(padding, str) or ops.explicit_padding(padding) != PADDING:
+    return False
+  if jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16) or jnp.dtype(k_dtype) != jnp.dtype(dtype):
+    return False
+  _, h, w, ci = z_shape
+  co = k_shape[3]
+  return (h >= 2 and w >= 2 and k_shape[2] == ci and _pow2(ci) and _pow2(co) and co >= 16
+          and (ci // 2 if sort_input else ci) >= 16)
+
+
+def _reflect(i, n):
+  """The source index of position ``i`` (-1 .. n) of an axis reflect-padded by 1."""
+  return jnp.where(i < 0, -i, jnp.where(i >= n, 2 * (n - 1) - i, i))
+
+
+def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, precision, interpret):
+  """One block of ``bm`` output pixels of image ``program_id(0)`` x ``bn`` output channels.
+
+  ``z_ref``: ``(N * H * W, Ci)``; ``k_ref``: ``(9, Ci, Co)`` (with ``sort``: rows 0 .. Ci/2 - 1
+  the taps of the pairs' minima, then of their maxima); ``o_ref``: ``(N * H * W, Co)``.
+  """
+  n, m, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+  p = m * bm + jnp.arange(bm)
+  valid = p < h * w
+  # Rows past the image compute its last pixel again: masked out of the store on a GPU; the
+  # interpreter (which writes masked lanes back with the values they held) stores them, the same
+  # values to the same place.
+  p = jnp.minimum(p, h * w - 1)
+  y, x = p // w, p % w
+  cols = pl.ds(j * bn, bn)
+  half = nk * bk  # with sort: the number of channel pairs
+  lanes = jnp.arange(bk)[None, :]
+
+  def dot(a, b, acc):
+    return acc + jnp.dot(a, b, precision=precision, preferred_element_type=jnp.float32)
+
+  # Every load and store indexes with integer arrays only (gathers): Triton takes them as
+  # pointer arithmetic, and Pallas' interpreter supports them (not mixed with strided slices).
+  acc = jnp.zeros((bm, bn), jnp.float32)
+  for dy in range(3):
+    yy = _reflect(y + (dy - 1), h)
+    for dx in range(3):
+      rows = (n * (h * w) + yy * w + _reflect(x + (dx - 1), w))[:, None]
+      tap = dy * 3 + dx
+
+      def body(c, acc, rows=rows, tap=tap):
+        if sort:
+          a = z_ref[rows, 2 * (c * bk + lanes)]
+          b = z_ref[rows, 2 * (c * bk + lanes) + 1]
+          acc = dot(jnp.minimum(a, b), k_ref[tap, pl.ds(c * bk, bk), cols], acc)
+          return dot(jnp.maximum(a, b), k_ref[tap, pl.ds(half + c * bk, bk), cols], acc)
+        return dot(z_ref[rows, c * bk + lanes], k_ref[tap, pl.ds(c * bk, bk), cols], acc)
+
+      acc = jax.lax.fori_loop(0, nk, body, acc) if nk > 1 else body(0, acc)
+  from jax.experimental.pallas import triton as plgpu
+
+  out_rows = (n * (h * w) + p)[:, None]
+  out_cols = (j * bn + jnp.arange(bn))[None, :]
+  mask = None if interpret else jnp.broadcast_to(valid[:, None], (bm, bn))
+  plgpu.store(o_ref.at[out_rows, out_cols], acc.astype(o_ref.dtype), mask=mask)
+
+
+def _blocks(hw: int, ci_eff: int, co: int) -> tuple[int, int, int]:
+  bn = min(co, 64)
+  bk = min(ci_eff, 64)
+  bm = 64 if hw >= 64 else 16
+  return bm, bn, bk
+
+
+@functools.partial(jax.jit, static_argnames=("sort_input", "interpret", "precision"))
+def _forward(z, k, *, sort_input: bool, interpret: bool, precision=None):
+  n, h, w, ci = z.shape
+  co = k.shape[3]
+  taps = k.reshape(9, ci, co)
+  if sort_input:  # the kernel rows of the pairs' minima (even channels), then of their maxima
+    taps = jnp.concatenate([taps[:, 0::2], taps[:, 1::2]], axis=1)
+  ci_eff = ci // 2 if sort_input else ci
+  bm, bn, bk = _blocks(h * w, ci_eff, co)
+  kernel = functools.partial(_kernel, h=h, w=w, bm=bm, bn=bn, bk=bk, nk=ci_eff // bk, sort=sort_input,
+                             precision=precision, interpret=interpret)
+  out = pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct((n * h * w, co), z.dtype),
+      grid=(n, pl.cdiv(h * w, bm), co // bn), interpret=interpret,
+      name="nedenoise_sort_pool_conv3x3" if sort_input else "nedenoise_reflect_conv3x3",
+  )(z.reshape(n * h * w, ci), taps.astype(z.dtype))
+  return out.reshape(n, h, w, co)
+
+
+def _reference(z, k, sort_input):
+  if sort_input:
+    return ops.sort_pool_conv2d(z, k, 1, PADDING, pad_mode="reflect")
+  return ops.conv2d(z, k, 1, PADDING, pad_mode="reflect")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def sort_pool_conv3x3(z: jax.Array, k: jax.Array, sort_input: bool = True, interpret: bool = False) -> jax.Array:
+  """``conv2d(sort_pool(z) if sort_input else z, k, padding=((1, 1), (1, 1)), pad_mode="reflect")``.
+
+  ``z``: ``(N, H, W, Ci)``; ``k``: ``(3, 3, Ci, Co)`` (HWIO); shapes as :func:`supports`
+  accepts. ``interpret``: run in Pallas' interpreter (any platform; slow).
+  """
+  return _forward(z, k, sort_input=sort_input, interpret=interpret)
+
+
+def _fwd(z, k, sort_input, interpret):
+  return _forward(z, k, sort_input=sort_input, interpret=interpret), (z, k)
+
+
+def _bwd(sort_input, interpret, res, g):
+  z, k = res
+  return jax.vjp(lambda z, k: _reference(z, k, sort_input), z, k)[1](g)
+
+
+sort_pool_conv3x3.defvjp(_fwd, _bwd)
