@@ -298,8 +298,11 @@ def markdown(results: dict) -> str:
            "compile (s) | XLA buffers (MiB) | reference (s) |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
+    if "error" in r:
+      lines.append(f"| {r['arch']} | {r['task']} | {r['mode']} | failed: {r['error'][:120]} |||||||")
+      continue
     base = next((b for b in rows if b["arch"] == r["arch"] and b["task"] == r["task"]
-                 and b["mode"] == "ordinary"), None)
+                 and b["mode"] == "ordinary" and "error" not in b), None)
     ratio = paired = ""
     if base:
       ratios = ratios_to_ordinary(r["times_s"], base["times_s"])
@@ -361,19 +364,27 @@ def main(argv=None) -> int:
   rows = []
   for arch in args.archs.split(","):
     for task in args.tasks.split(","):
-      modes = args.modes.split(",")
-      runs, infos = [], []
-      for mode in modes:
-        if task == "train":
-          run, info = bench_train(arch, mode, args.dtype, args.repeats, shapes, args.tiny)
-          info["shape"] = [shapes[arch][0], shapes[arch][1], shapes[arch][1], 1]
-        else:
-          batch, side = parse_task(task)
-          run, info = bench_inference(arch, mode, side, args.dtype, args.repeats, args.prepared,
-                                      batch, args.tiny)
-          info["shape"] = [batch, side, side, 1]
+      modes, runs, infos = [], [], []
+      for mode in args.modes.split(","):
+        try:
+          if task == "train":
+            run, info = bench_train(arch, mode, args.dtype, args.repeats, shapes, args.tiny)
+            info["shape"] = [shapes[arch][0], shapes[arch][1], shapes[arch][1], 1]
+          else:
+            batch, side = parse_task(task)
+            run, info = bench_inference(arch, mode, side, args.dtype, args.repeats, args.prepared,
+                                        batch, args.tiny)
+            info["shape"] = [batch, side, side, 1]
+        except Exception as e:  # e.g. a kernel a backend refuses: the other modes are still timed
+          error = f"{type(e).__name__}: {str(e)[:4000]}"
+          print(f"{arch:7s} {task:9s} {mode:12s} FAILED {error[:1000]}", flush=True)
+          rows.append({"arch": arch, "task": task, "mode": mode, "error": error})
+          continue
+        modes.append(mode)
         runs.append(run)
         infos.append(info)
+      if not runs:
+        continue
       all_times = _time_interleaved(runs, args.repeats)
       base = all_times[modes.index("ordinary")] if "ordinary" in modes else None
       for mode, info, times in zip(modes, infos, all_times):

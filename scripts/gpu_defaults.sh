@@ -62,7 +62,11 @@ if [ -n "${REHEARSE:-}" ]; then
          --set train.warmup_steps=2 --set checkpoint.every_steps=4 --set data.val_max_images=2)
   [ -d .data ] || args[1]=""
 else
-  args+=(--deadline "${DEADLINE:-470}")
+  # the runs stop 470 s after this script started (the wheels and checks took $SECONDS), which
+  # leaves the 45 s grace, the last packing and the copy back inside the call's 600 s
+  args+=(--deadline "$(( ${DEADLINE:-470} - SECONDS ))")
 fi
 $PY scripts/train_defaults.py "${args[@]}"
-echo "=== exit $? ($(date -u +%T)); brought back: $(ls "$out" | tr '\n' ' ')"
+rc=$?
+echo "=== exit $rc ($(date -u +%T), ${SECONDS} s); brought back: $(ls "$out" | tr '\n' ' ')"
+exit $rc

@@ -9,8 +9,9 @@ still going get SIGTERM: each finishes its step, writes a checkpoint and exits. 
 for each run, ``OUT/NAME.tgz`` holds its latest checkpoint (optimizer state included),
 ``config.json``, ``metrics.jsonl``, its log and the weights file ``NAME.nedenoise``
 exported from that checkpoint; ``OUT/summary.json`` says how far each run got, how fast,
-and its validation PSNRs. Each archive is about 9 MB (the 0.67 M parameters and the two
-Adam moments of a full-size FDnCNN), under the device tool's 16 MB per file.
+and its validation PSNRs. Each archive is about 10.5 MB (the 0.67 M parameters and the two
+Adam moments of a full-size FDnCNN, and the weights file), under the device tool's 16 MB per
+file. Each run is packed as soon as it ends, by this process with JAX on the CPU.
 
 A run the deadline cut short goes on from where it stopped: pass the folder holding its
 archive as ``--resume`` (the checkpoint is unpacked into the workdir and ``nedenoise
@@ -46,7 +47,7 @@ MODELS = {
     "color-default-ordinary": ("ordinary", 3),
 }
 MAX_ARCHIVE = 16 * 1024 * 1024  # the device tool brings back files of at most 16 MiB
-GRACE = 90  # seconds a run gets after SIGTERM to finish its step and write its checkpoint
+GRACE = 45  # seconds a run gets after SIGTERM to finish its step and write its checkpoint
 
 
 def parse_args(argv=None):
@@ -57,7 +58,8 @@ def parse_args(argv=None):
   p.add_argument("--work", default="", help="folder for the workdirs (default: OUT/../defaults-work)")
   p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
   p.add_argument("--deadline", type=float, default=470.0,
-                 help="seconds from the start after which the runs still going are stopped")
+                 help="seconds from this script's start after which the runs still going are stopped "
+                      f"(each then has {GRACE} s to write its checkpoint)")
   p.add_argument("--resume", default="", help="folder holding NAME.tgz archives of cut runs to resume")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="a config override for every run (repeatable)")
@@ -121,14 +123,13 @@ def read_metrics(workdir: str) -> list[dict]:
   return rows
 
 
-def run_all(args, workdirs: dict) -> dict:
-  """Starts every run, stops the ones still going at the deadline; ``name -> record``."""
+def run_all(args, workdirs: dict, env: dict, t0: float, on_exit) -> dict:
+  """Starts every run, stops the ones still going at the deadline (``args.deadline`` seconds after
+  ``t0``); calls ``on_exit(name, record)`` as each run ends; returns ``name -> record``."""
   n = len(workdirs)
-  env = dict(os.environ, PYTHONUNBUFFERED="1",
+  env = dict(env, PYTHONUNBUFFERED="1",
              # each process takes its share of the GPU's memory instead of 75% of it
-             XLA_PYTHON_CLIENT_MEM_FRACTION=os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION",
-                                                           f"{0.9 / n:.3f}"))
-  t0 = time.time()
+             XLA_PYTHON_CLIENT_MEM_FRACTION=env.get("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / n:.3f}"))
   procs, logs, records = {}, {}, {}
   for name, wd in workdirs.items():
     os.makedirs(wd, exist_ok=True)
@@ -139,8 +140,17 @@ def run_all(args, workdirs: dict) -> dict:
     procs[name] = subprocess.Popen(cmd, stdout=logs[name], stderr=subprocess.STDOUT, env=env)
     records[name] = {"command": cmd, "start_step": latest_step(wd) or 0}
     print(f"started {name} (pid {procs[name].pid}) from step {records[name]['start_step']}", flush=True)
-  stopped, last_report = set(), 0.0
-  while any(p.poll() is None for p in procs.values()):
+  stopped, done, last_report = set(), set(), 0.0
+  while len(done) < len(procs):
+    for name, p in procs.items():
+      if name not in done and p.poll() is not None:  # packed at once: a later kill costs nothing
+        done.add(name)
+        logs[name].close()
+        records[name].update(returncode=p.returncode, stopped_at_deadline=name in stopped,
+                             wall_s=round(time.time() - t0, 1))
+        on_exit(name, records[name])
+    if len(done) == len(procs):
+      break
     now = time.time() - t0
     if now >= args.deadline:
       for name, p in procs.items():
@@ -162,10 +172,6 @@ def run_all(args, workdirs: dict) -> dict:
           parts.append(f"{name} step {rows[-1]['step']} ({rows[-1]['train/steps_per_s']:.1f}/s)")
       print(f"{now:.0f} s: " + ("; ".join(parts) or "compiling"), flush=True)
     time.sleep(1)
-  for name, p in procs.items():
-    logs[name].close()
-    records[name].update(returncode=p.returncode, stopped_at_deadline=name in stopped,
-                         wall_s=round(time.time() - t0, 1))
   return records
 
 
@@ -204,11 +210,17 @@ def export_and_pack(name: str, wd: str, out: str, record: dict, provenance: dict
 
 
 def device_info() -> dict:
+  """The GPU (from nvidia-smi: this process runs JAX on the CPU) and the versions."""
   import jax
 
-  d = jax.devices()[0]
-  info = {"platform": d.platform, "device": getattr(d, "device_kind", str(d)), "devices": jax.device_count(),
-          "jax": jax.__version__, "host": platform.node(), "python": platform.python_version()}
+  try:
+    gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                          text=True, timeout=30).stdout.split("\n")
+    device = next(g.strip() for g in gpus if g.strip())
+  except (OSError, subprocess.SubprocessError, StopIteration):
+    device = "cpu (" + (platform.processor() or platform.machine()) + ")"
+  info = {"device": device, "jax": jax.__version__, "host": platform.node(),
+          "python": platform.python_version()}
   try:
     import flax
     import optax
@@ -220,7 +232,12 @@ def device_info() -> dict:
 
 
 def main(argv=None) -> int:
+  t0 = time.time()  # the deadline counts from here
   args = parse_args(argv)
+  child_env = dict(os.environ)
+  # This process only exports and packs: JAX on the CPU, so that it takes no GPU memory and
+  # starts no CUDA context beside the runs.
+  os.environ["JAX_PLATFORMS"] = "cpu"
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
   work = os.path.abspath(args.work or os.path.join(os.path.dirname(out), "defaults-work"))
@@ -230,16 +247,19 @@ def main(argv=None) -> int:
     if archive and os.path.exists(archive):
       unpack(archive, wd)
       print(f"{name}: resuming {archive} at step {latest_step(wd)}", flush=True)
-  t0 = time.time()
-  records = run_all(args, workdirs)
-  info = device_info()  # after the runs: this process takes no GPU memory from them
+  info = device_info()
   provenance = {"recipe": "nedenoise_jax/configs/defaults.py", "device": info["device"],
                 "data": args.data or "builtin", "overrides": args.set}
-  for name, wd in workdirs.items():
+
+  def pack(name, record):
     try:
-      export_and_pack(name, wd, out, records[name], provenance)
+      export_and_pack(name, workdirs[name], out, record, provenance)
+      print(f"{time.time() - t0:.0f} s: {name} ended (exit {record['returncode']}), packed "
+            f"{record.get('archive')}", flush=True)
     except Exception as e:  # one broken run must not cost the others' archives
-      records[name]["error"] = f"{type(e).__name__}: {e}"
+      record["error"] = f"{type(e).__name__}: {e}"
+
+  records = run_all(args, workdirs, child_env, t0, pack)
   summary = {"argv": sys.argv, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
              "wall_s": round(time.time() - t0, 1), "deadline_s": args.deadline, "machine": info,
              "runs": records}

@@ -52,3 +52,25 @@ def test_task_and_train_shape_specs():
   assert shapes == {"fdncnn": (128, 64), "drunet": (16, 128)}
   assert bench.parse_train_shapes("") == bench.TRAIN_SHAPES
   assert bench.parse_train_shapes("drunet=2x32")["fdncnn"] == bench.TRAIN_SHAPES["fdncnn"]
+
+
+def test_mode_paths_and_a_failing_mode_keeps_the_others(tmp_path, monkeypatch):
+  assert bench.parse_mode("norm_equiv@pallas") == ("norm_equiv", "pallas")
+  assert bench.parse_mode("ordinary") == ("ordinary", None)
+  with pytest.raises(ValueError, match="convolution path"):
+    bench.parse_mode("norm_equiv@cudnn")
+  monkeypatch.delenv("NEDENOISE_GPU_CONV", raising=False)
+  with bench.conv_path("interpret"):
+    assert os.environ["NEDENOISE_GPU_CONV"] == "interpret"
+  assert "NEDENOISE_GPU_CONV" not in os.environ
+  # one mode that cannot be built is recorded as failed; the others are timed and written
+  out = tmp_path / "b"
+  assert bench.main(["--archs", "fdncnn", "--modes", "ordinary,norm_equiv@cudnn,norm_equiv",
+                     "--tasks", "infer2x16", "--tiny", "--repeats", "1", "--cpu_devices", "0",
+                     "--out", str(out)]) == 0
+  import json
+
+  rows = json.load(open(f"{out}.json"))["rows"]
+  assert [(r["mode"], "error" in r) for r in rows] == [
+      ("norm_equiv@cudnn", True), ("ordinary", False), ("norm_equiv", False)]
+  assert "failed" in open(f"{out}.md").read()

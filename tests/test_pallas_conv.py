@@ -122,3 +122,45 @@ def test_models_route_to_the_kernel_and_stay_equivariant(monkeypatch, arch, kwar
   for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(gr), strict=True):
     # the sums run in another order: errors relative to each gradient's scale
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+# Lowering for CUDA needs no GPU: the Triton kernel is built for compute capability 9.0 (Hopper)
+# when none is present, so these catch what Triton would refuse before a device run does.
+TRITON = "xla.gpu.triton"
+
+
+@pytest.mark.parametrize("shape,co,sort,dtype", [
+    ((2, 50, 50, 64), 64, True, jnp.float32),       # FDnCNN's training patches
+    ((1, 37, 45, 512), 512, True, jnp.float32),     # DRUNet's widest level, odd sizes
+    ((16, 128, 128, 64), 64, False, jnp.bfloat16),  # DRUNet's training batch, bfloat16
+])
+def test_kernel_lowers_to_triton_for_cuda(shape, co, sort, dtype):
+  z = jax.ShapeDtypeStruct(shape, dtype)
+  k = jax.ShapeDtypeStruct((3, 3, shape[-1], co), dtype)
+  f = jax.jit(lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort, False))
+  text = f.trace(z, k).lower(lowering_platforms=("cuda",)).as_text()
+  assert TRITON in text  # Triton, not Mosaic GPU (which takes no gathers)
+
+
+@pytest.mark.parametrize("path,expected", [("pallas", True), ("xla", False)])
+def test_models_lowered_for_cuda_use_the_kernel_only_when_asked(monkeypatch, path, expected):
+  monkeypatch.setenv(pallas_conv.ENV, path)
+  module = models.create("drunet", mode="norm_equiv", blind=True, channels=1, features=(32, 32, 64, 64),
+                         blocks=1)
+  x = jnp.ones((1, 24, 24, 1), jnp.float32)
+  variables = module.init(jax.random.key(0), x, None)
+  step = jax.jit(jax.value_and_grad(lambda v: jnp.sum(module.apply(v, x, None) ** 2)))
+  text = step.trace(variables).lower(lowering_platforms=("cuda",)).as_text()
+  assert (TRITON in text) == expected
+
+
+def test_pallas_path_on_the_cpu_is_the_default_one(monkeypatch):
+  """``pallas`` asks for the kernel on CUDA GPUs only: on the CPU the same values and gradients."""
+  module = models.create("fdncnn", mode="norm_equiv", blind=True, channels=1, features=32, depth=4)
+  x = jnp.asarray(np.random.default_rng(2).random((1, 9, 11, 1)), jnp.float32)
+  variables = module.init(jax.random.key(1), x, None)
+  out = {}
+  for path in ("xla", "pallas"):
+    monkeypatch.setenv(pallas_conv.ENV, path)
+    out[path] = jax.jit(jax.value_and_grad(lambda v: jnp.sum(module.apply(v, x, None) ** 2)))(variables)
+  chex.assert_trees_all_equal(out["pallas"], out["xla"])

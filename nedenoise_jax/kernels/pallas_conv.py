@@ -84,7 +84,7 @@ def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, precision, inter
   the taps of the pairs' minima, then of their maxima); ``o_ref``: ``(N * H * W, Co)``.
   """
   n, m, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-  p = m * bm + jnp.arange(bm)
+  p = m * bm + jnp.arange(bm, dtype=jnp.int32)
   valid = p < h * w
   # Rows past the image compute its last pixel again: masked out of the store on a GPU; the
   # interpreter (which writes masked lanes back with the values they held) stores them, the same
@@ -93,7 +93,7 @@ def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, precision, inter
   y, x = p // w, p % w
   cols = pl.ds(j * bn, bn)
   half = nk * bk  # with sort: the number of channel pairs
-  lanes = jnp.arange(bk)[None, :]
+  lanes = jnp.arange(bk, dtype=jnp.int32)[None, :]
 
   def dot(a, b, acc):
     return acc + jnp.dot(a, b, precision=precision, preferred_element_type=jnp.float32)
@@ -119,7 +119,7 @@ def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, precision, inter
   from jax.experimental.pallas import triton as plgpu
 
   out_rows = (n * (h * w) + p)[:, None]
-  out_cols = (j * bn + jnp.arange(bn))[None, :]
+  out_cols = (j * bn + jnp.arange(bn, dtype=jnp.int32))[None, :]
   mask = None if interpret else jnp.broadcast_to(valid[:, None], (bm, bn))
   plgpu.store(o_ref.at[out_rows, out_cols], acc.astype(o_ref.dtype), mask=mask)
 
@@ -142,9 +142,14 @@ def _forward(z, k, *, sort_input: bool, interpret: bool, precision=None):
   bm, bn, bk = _blocks(h * w, ci_eff, co)
   kernel = functools.partial(_kernel, h=h, w=w, bm=bm, bn=bn, bk=bk, nk=ci_eff // bk, sort=sort_input,
                              precision=precision, interpret=interpret)
+  from jax.experimental.pallas import triton as plgpu
+
   out = pl.pallas_call(
       kernel, out_shape=jax.ShapeDtypeStruct((n * h * w, co), z.dtype),
       grid=(n, pl.cdiv(h * w, bm), co // bn), interpret=interpret,
+      # Triton's parameters also select the Triton backend (JAX's default for GPUs may be
+      # Mosaic GPU, which does not take gathers); 2 stages bound the shared memory of wide layers.
+      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
       name="nedenoise_sort_pool_conv3x3" if sort_input else "nedenoise_reflect_conv3x3",
   )(z.reshape(n * h * w, ci), taps.astype(z.dtype))
   return out.reshape(n, h, w, co)
