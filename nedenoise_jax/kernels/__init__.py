@@ -78,29 +78,26 @@ def uses_onednn(dtype, *shapes_ok: bool) -> bool:
   return jnp.dtype(dtype) == jnp.float32 and all(shapes_ok) and build.enabled()
 
 
-def _gpu(z, kernel, strides, padding, sort_input: bool, other: Callable):
-  """The Pallas kernel for this reflect-padded convolution on CUDA GPUs (``other(z, kernel)``
-  elsewhere), or None when ``NEDENOISE_GPU_CONV`` does not ask for it or the shapes do not suit it."""
+def _gpu_or(other: Callable, z, kernel, strides, padding, pad_mode, sort_input: bool):
+  """The Pallas kernel for a reflect-padded convolution on CUDA GPUs when ``NEDENOISE_GPU_CONV``
+  asks for it and the shapes suit it; otherwise (and on other platforms)
+  ``other(z, kernel, strides, padding, pad_mode=pad_mode)``."""
+  rest = lambda z, k: other(z, k, strides, padding, pad_mode=pad_mode)  # noqa: E731
   path = pallas_conv.mode()
-  if path == "xla" or not pallas_conv.supports(z.shape, kernel.shape, z.dtype, kernel.dtype, strides,
-                                               padding, sort_input):
-    return None
+  if pad_mode != "reflect" or path == "xla" or not pallas_conv.supports(
+      z.shape, kernel.shape, z.dtype, kernel.dtype, strides, padding, sort_input):
+    return rest(z, kernel)
   if path == "interpret":
     return pallas_conv.sort_pool_conv3x3(z, kernel, sort_input, True)
   return jax.lax.platform_dependent(
-      z, kernel, cuda=lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort_input, False), default=other)
+      z, kernel, cuda=lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort_input, False), default=rest)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *,
            pad_mode: Literal["zeros", "reflect"] = "zeros") -> jax.Array:
   """:func:`ops.conv2d`; on the CPU (float32) one oneDNN call, which also does the reflect padding;
   on a GPU with ``NEDENOISE_GPU_CONV=pallas`` (reflect, 3x3) one Pallas kernel."""
-  if pad_mode == "reflect":
-    fused = _gpu(x, kernel, strides, padding, False,
-                 lambda x, k: _conv2d(x, k, strides, padding, pad_mode=pad_mode))
-    if fused is not None:
-      return fused
-  return _conv2d(x, kernel, strides, padding, pad_mode=pad_mode)
+  return _gpu_or(_conv2d, x, kernel, strides, padding, pad_mode, False)
 
 
 def _conv2d(x, kernel, strides, padding, *, pad_mode):
@@ -140,12 +137,7 @@ def sort_pool_conv2d(z: jax.Array, kernel: jax.Array, strides: int = 1, padding=
   oneDNN call while it pads the input: no sorted copy is written out, and none is kept for the
   backward pass. On a GPU with ``NEDENOISE_GPU_CONV=pallas`` (reflect, 3x3) the Pallas kernel
   sorts as it loads."""
-  if pad_mode == "reflect":
-    fused = _gpu(z, kernel, strides, padding, True,
-                 lambda z, k: _sort_pool_conv2d(z, k, strides, padding, pad_mode=pad_mode))
-    if fused is not None:
-      return fused
-  return _sort_pool_conv2d(z, kernel, strides, padding, pad_mode=pad_mode)
+  return _gpu_or(_sort_pool_conv2d, z, kernel, strides, padding, pad_mode, True)
 
 
 def _sort_pool_conv2d(z, kernel, strides, padding, *, pad_mode):
