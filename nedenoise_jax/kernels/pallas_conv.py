@@ -30,6 +30,7 @@ import os
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from nedenoise_jax import ops
 
@@ -77,7 +78,7 @@ def _reflect(i, n):
   return jnp.where(i < 0, -i, jnp.where(i >= n, 2 * (n - 1) - i, i))
 
 
-def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, precision, interpret):
+def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, interpret):
   """One block of ``bm`` output pixels of image ``program_id(0)`` x ``bn`` output channels.
 
   ``z_ref``: ``(N * H * W, Ci)``; ``k_ref``: ``(9, Ci, Co)`` (with ``sort``: rows 0 .. Ci/2 - 1
@@ -95,8 +96,8 @@ def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, precision, inter
   half = nk * bk  # with sort: the number of channel pairs
   lanes = jnp.arange(bk, dtype=jnp.int32)[None, :]
 
-  def dot(a, b, acc):
-    return acc + jnp.dot(a, b, precision=precision, preferred_element_type=jnp.float32)
+  def dot(a, b, acc):  # at jax_default_matmul_precision, as XLA's convolutions: TF32 by default on GPUs
+    return acc + jnp.dot(a, b, preferred_element_type=jnp.float32)
 
   # Every load and store indexes with integer arrays only (gathers): Triton takes them as
   # pointer arithmetic, and Pallas' interpreter supports them (not mixed with strided slices).
@@ -116,8 +117,6 @@ def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, precision, inter
         return dot(z_ref[rows, c * bk + lanes], k_ref[tap, pl.ds(c * bk, bk), cols], acc)
 
       acc = jax.lax.fori_loop(0, nk, body, acc) if nk > 1 else body(0, acc)
-  from jax.experimental.pallas import triton as plgpu
-
   out_rows = (n * (h * w) + p)[:, None]
   out_cols = (j * bn + jnp.arange(bn, dtype=jnp.int32))[None, :]
   mask = None if interpret else jnp.broadcast_to(valid[:, None], (bm, bn))
@@ -131,8 +130,8 @@ def _blocks(hw: int, ci_eff: int, co: int) -> tuple[int, int, int]:
   return bm, bn, bk
 
 
-@functools.partial(jax.jit, static_argnames=("sort_input", "interpret", "precision"))
-def _forward(z, k, *, sort_input: bool, interpret: bool, precision=None):
+@functools.partial(jax.jit, static_argnames=("sort_input", "interpret"))
+def _forward(z, k, *, sort_input: bool, interpret: bool):
   n, h, w, ci = z.shape
   co = k.shape[3]
   taps = k.reshape(9, ci, co)
@@ -141,9 +140,7 @@ def _forward(z, k, *, sort_input: bool, interpret: bool, precision=None):
   ci_eff = ci // 2 if sort_input else ci
   bm, bn, bk = _blocks(h * w, ci_eff, co)
   kernel = functools.partial(_kernel, h=h, w=w, bm=bm, bn=bn, bk=bk, nk=ci_eff // bk, sort=sort_input,
-                             precision=precision, interpret=interpret)
-  from jax.experimental.pallas import triton as plgpu
-
+                             interpret=interpret)
   out = pl.pallas_call(
       kernel, out_shape=jax.ShapeDtypeStruct((n * h * w, co), z.dtype),
       grid=(n, pl.cdiv(h * w, bm), co // bn), interpret=interpret,
