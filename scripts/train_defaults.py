@@ -38,6 +38,7 @@ import tarfile
 import time
 
 from nedenoise_jax import files
+from nedenoise_jax.evaluation.metrics import read_metrics
 
 # name -> (mode, channels)
 MODELS = {
@@ -108,19 +109,6 @@ def latest_step(workdir: str):
   d = os.path.join(workdir, "checkpoints")
   steps = [int(n) for n in os.listdir(d) if n.isdigit()] if os.path.isdir(d) else []
   return max(steps) if steps else None
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          rows.append(json.loads(line))
-        except ValueError:  # a line cut by a kill
-          pass
-  return rows
 
 
 def run_all(args, workdirs: dict, env: dict, t0: float, on_exit) -> dict:
@@ -234,10 +222,12 @@ def device_info() -> dict:
 def main(argv=None) -> int:
   t0 = time.time()  # the deadline counts from here
   args = parse_args(argv)
-  child_env = dict(os.environ)
   # This process only exports and packs: JAX on the CPU, so that it takes no GPU memory and
-  # starts no CUDA context beside the runs.
-  os.environ["JAX_PLATFORMS"] = "cpu"
+  # starts no CUDA context beside the runs (a config update: jax is imported already, and reads
+  # JAX_PLATFORMS only at its import).
+  import jax
+
+  jax.config.update("jax_platforms", "cpu")
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
   work = os.path.abspath(args.work or os.path.join(os.path.dirname(out), "defaults-work"))
@@ -259,7 +249,7 @@ def main(argv=None) -> int:
     except Exception as e:  # one broken run must not cost the others' archives
       record["error"] = f"{type(e).__name__}: {e}"
 
-  records = run_all(args, workdirs, child_env, t0, pack)
+  records = run_all(args, workdirs, dict(os.environ), t0, pack)
   summary = {"argv": sys.argv, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
              "wall_s": round(time.time() - t0, 1), "deadline_s": args.deadline, "machine": info,
              "runs": records}

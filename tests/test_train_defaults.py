@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 import nedenoise_jax
-from nedenoise_jax import configs
+from nedenoise_jax.configs import defaults
 from nedenoise_jax.training import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,17 +25,9 @@ TINY = ["model.depth=3", "model.features=4", "train.steps=6", "train.batch_size=
         "noise.val_sigmas=(25.0,)"]
 
 
-def _load_config(arg):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location("defaults_cfg", configs.path("defaults"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
-
-
 def test_defaults_config_is_valid_and_both_modes_share_the_recipe():
-  ne, ordinary = _load_config("norm_equiv,root=/data"), _load_config("ordinary,color,root=/data")
+  ne = defaults.get_config("norm_equiv,root=/data")
+  ordinary = defaults.get_config("ordinary,color,root=/data")
   for c in (ne, ordinary):
     config_lib.validate(c)
   assert (ne.model.mode, ordinary.model.mode) == ("norm_equiv", "ordinary")
