@@ -54,7 +54,7 @@ TRAIN_SHAPES = {"fdncnn": (16, 64), "drunet": (4, 128)}
 TINY = {"fdncnn": dict(features=32, depth=4), "drunet": dict(features=(32, 32, 64, 64), blocks=1)}
 
 
-CONV_PATHS = ("xla", "pallas", "interpret")  # NEDENOISE_GPU_CONV values (kernels.pallas_conv.MODES)
+CONV_PATHS = ("xla", "pallas", "pallas_fwd", "interpret")  # NEDENOISE_GPU_CONV values (kernels.pallas_conv.MODES)
 
 
 def parse_mode(spec: str) -> tuple[str, str | None]:

@@ -59,6 +59,8 @@ def test_mode_paths_and_a_failing_mode_keeps_the_others(tmp_path, monkeypatch):
   assert bench.parse_mode("ordinary") == ("ordinary", None)
   with pytest.raises(ValueError, match="convolution path"):
     bench.parse_mode("norm_equiv@cudnn")
+  from nedenoise_jax.kernels import pallas_conv  # bench imports the package lazily: the paths by hand
+  assert bench.CONV_PATHS == pallas_conv.MODES
   monkeypatch.delenv("NEDENOISE_GPU_CONV", raising=False)
   with bench.conv_path("interpret"):
     assert os.environ["NEDENOISE_GPU_CONV"] == "interpret"

@@ -39,20 +39,40 @@ def test_kernel_equals_reference_values_and_gradients(shape, co, sort):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
   w = jnp.asarray(rng.standard_normal(want.shape), jnp.float32)
   loss = lambda f: lambda z, k: jnp.sum(f(z, k) * w)  # noqa: E731
-  g = jax.grad(loss(lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort, True)), (0, 1))(z, k)
   gr = jax.grad(loss(lambda z, k: _reference(z, k, sort)), (0, 1))(z, k)
-  for a, b in zip(g, gr):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+  for wgrad in (True, False):  # the kernel gradient by the Pallas kernel, and by XLA
+    g = jax.grad(loss(lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort, True, wgrad)), (0, 1))(z, k)
+    for a, b in zip(g, gr):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("splits", [1, 2, 4, 7])
+def test_kernel_gradient_in_shares_with_a_partial_last_block(splits):
+  """297 pixels: 5 blocks of 64, the last with 41; 7 shares leave two empty."""
+  rng = np.random.default_rng(splits)
+  z = jnp.asarray(rng.standard_normal((3, 9, 11, 32)), jnp.float32)
+  g = jnp.asarray(rng.standard_normal((3, 9, 11, 16)), jnp.float32)
+  for sort in (True, False):
+    k = jnp.zeros((3, 3, 32, 16), jnp.float32)
+    want = jax.vjp(lambda k: _reference(z, k, sort), k)[1](g)[0]
+    got = pallas_conv._wgrad(z, g, k_shape=k.shape, sort_input=sort, interpret=True, splits=splits)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
 
 
 def test_kernel_in_bfloat16_is_close_to_the_float32_reference():
   rng = np.random.default_rng(1)
   z = jnp.asarray(rng.standard_normal((1, 6, 7, 64)), jnp.float32)
   k = jnp.asarray(rng.standard_normal((3, 3, 64, 32)) / 64, jnp.float32)
-  got = pallas_conv.sort_pool_conv3x3(z.astype(jnp.bfloat16), k.astype(jnp.bfloat16), True, True)
+  zb, kb = z.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+  got = pallas_conv.sort_pool_conv3x3(zb, kb, True, True)
   assert got.dtype == jnp.bfloat16
   want = _reference(z, k, True)
   assert float(jnp.max(jnp.abs(got.astype(jnp.float32) - want))) <= 0.02 * float(jnp.max(jnp.abs(want)))
+  g = jnp.asarray(rng.standard_normal(want.shape), jnp.float32)
+  dk = jax.vjp(lambda k: pallas_conv.sort_pool_conv3x3(zb, k, True, True), kb)[1](g.astype(jnp.bfloat16))[0]
+  assert dk.dtype == jnp.bfloat16
+  dk_want = jax.vjp(lambda k: _reference(z, k, True), k)[1](g)[0]
+  assert float(jnp.max(jnp.abs(dk.astype(jnp.float32) - dk_want))) <= 0.02 * float(jnp.max(jnp.abs(dk_want)))
 
 
 @pytest.mark.parametrize("z_shape,k_shape,dtype,strides,padding,sort", [
@@ -140,10 +160,15 @@ def test_kernel_lowers_to_triton_for_cuda(shape, co, sort, dtype):
   f = jax.jit(lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort, False))
   text = f.trace(z, k).lower(lowering_platforms=("cuda",)).as_text()
   assert TRITON in text  # Triton, not Mosaic GPU (which takes no gathers)
+  # the training step: the forward kernel and the kernel-gradient one
+  loss = lambda z, k: jnp.sum(pallas_conv.sort_pool_conv3x3(z, k, sort, False).astype(jnp.float32) ** 2)  # noqa: E731
+  text = jax.jit(jax.grad(loss, (0, 1))).trace(z, k).lower(lowering_platforms=("cuda",)).as_text()
+  assert text.count(TRITON) == 2 and "_wgrad" in text
 
 
-@pytest.mark.parametrize("path,expected", [("pallas", True), ("xla", False)])
-def test_models_lowered_for_cuda_use_the_kernel_only_when_asked(monkeypatch, path, expected):
+@pytest.mark.parametrize("path,forward,wgrad", [("pallas", True, True), ("pallas_fwd", True, False),
+                                                ("xla", False, False)])
+def test_models_lowered_for_cuda_use_the_kernels_only_when_asked(monkeypatch, path, forward, wgrad):
   monkeypatch.setenv(pallas_conv.ENV, path)
   module = models.create("drunet", mode="norm_equiv", blind=True, channels=1, features=(32, 32, 64, 64),
                          blocks=1)
@@ -151,7 +176,8 @@ def test_models_lowered_for_cuda_use_the_kernel_only_when_asked(monkeypatch, pat
   variables = module.init(jax.random.key(0), x, None)
   step = jax.jit(jax.value_and_grad(lambda v: jnp.sum(module.apply(v, x, None) ** 2)))
   text = step.trace(variables).lower(lowering_platforms=("cuda",)).as_text()
-  assert (TRITON in text) == expected
+  assert (TRITON in text) == forward
+  assert ("_wgrad" in text) == wgrad
 
 
 def test_pallas_path_on_the_cpu_is_the_default_one(monkeypatch):

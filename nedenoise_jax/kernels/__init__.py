@@ -9,8 +9,9 @@ the signature and the values of its reference in :mod:`nedenoise_jax.ops`
   ``jax.lax.platform_dependent``, so one program still runs anywhere;
 * with ``NEDENOISE_GPU_CONV=pallas``, reflect-padded 3x3 convolutions on CUDA
   GPUs go to a Pallas kernel that loads its input at reflected addresses and
-  sorts the channel pairs as it loads them (:mod:`.pallas_conv`), through
-  ``platform_dependent`` too (``interpret``: that kernel in Pallas' interpreter
+  sorts the channel pairs as it loads them, and its kernel gradient to a
+  second one (:mod:`.pallas_conv`; ``pallas_fwd``: the first only), through
+  ``platform_dependent`` too (``interpret``: both in Pallas' interpreter
   on every platform, for tests);
 * everything else (GPUs by default, TPUs, float64, ``NEDENOISE_CPU_CONV=xla``, a
   machine without a compiler) runs the reference XLA operations.
@@ -88,9 +89,10 @@ def _gpu_or(other: Callable, z, kernel, strides, padding, pad_mode, sort_input: 
       z.shape, kernel.shape, z.dtype, kernel.dtype, strides, padding, sort_input):
     return rest(z, kernel)
   if path == "interpret":
-    return pallas_conv.sort_pool_conv3x3(z, kernel, sort_input, True)
+    return pallas_conv.sort_pool_conv3x3(z, kernel, sort_input, True, True)
+  wgrad = path == "pallas"
   return jax.lax.platform_dependent(
-      z, kernel, cuda=lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort_input, False), default=rest)
+      z, kernel, cuda=lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort_input, False, wgrad), default=rest)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int = 1, padding="VALID", *,

@@ -11,10 +11,11 @@ channel pairs as they are loaded, so neither the sorted nor the padded copy is
 ever written.
 
 Values are those of the reference up to float rounding (the products are
-summed in another order); the gradient is the reference's (``jax.vjp`` of
-:func:`ops.sort_pool_conv2d`), so training gets the fused forward pass and
-XLA's backward pass. The same program runs on the CPU in Pallas' interpreter
-(``interpret=True``), which is how the tests check it.
+summed in another order). In training, the kernel's gradient is a second Pallas
+kernel that gathers the sorted, reflected input the same way (:func:`_wgrad`);
+the input's gradient is XLA's (``jax.vjp`` of the reference), which needs no
+padded copy. The same programs run on the CPU in Pallas' interpreter
+(``interpret=True``), which is how the tests check them.
 
 Supported: stride 1, padding ((1, 1), (1, 1)), a 3x3 kernel, H and W >= 2, and
 channel counts that are powers of two, at least 16 (input channel pairs: 16 with
@@ -36,15 +37,17 @@ from nedenoise_jax import ops
 
 PADDING = ((1, 1), (1, 1))
 ENV = "NEDENOISE_GPU_CONV"
-MODES = ("xla", "pallas", "interpret")
+MODES = ("xla", "pallas", "pallas_fwd", "interpret")
 
 
 def mode() -> str:
   """The path ``NEDENOISE_GPU_CONV`` asks for, read when a program is traced.
 
   * ``xla`` (default): XLA's fusions and cuDNN's convolutions (the reference operations);
-  * ``pallas``: this kernel on CUDA GPUs, where :func:`supports` the shapes;
-  * ``interpret``: this kernel in Pallas' interpreter on every platform (tests; slow).
+  * ``pallas``: this kernel on CUDA GPUs, where :func:`supports` the shapes, and its
+    kernel-gradient kernel in training (:func:`_wgrad`);
+  * ``pallas_fwd``: this kernel, with XLA's kernel gradient (to measure the two apart);
+  * ``interpret``: both kernels in Pallas' interpreter on every platform (tests; slow).
 
   ``xla`` stays the default until the GPU benchmark shows the kernel faster
   (docs/performance.md#gpu).
@@ -152,29 +155,112 @@ def _forward(z, k, *, sort_input: bool, interpret: bool):
   return out.reshape(n, h, w, co)
 
 
+def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, total, bm, bn, bk, half, per, sort, interpret):
+  """Partial sums of the kernel gradient over one share of the pixels.
+
+  Program ``(tap, c, j, s)``: rows ``c * bk ..`` of tap ``tap`` (with ``sort``: those of the
+  pairs' minima and, ``half`` rows further, of their maxima) x output channels ``j * bn ..``,
+  summed over pixel blocks ``s * per .. s * per + per - 1`` of ``bm`` pixels of the whole batch.
+  ``z_ref``: ``(N * H * W, Ci)``; ``g_ref``: ``(N * H * W, Co)``, the output's cotangent;
+  ``o_ref``: ``(S * 9 * R, Co)`` in float32, ``R`` the kernel rows of a tap.
+  """
+  tap, c, j, s = pl.program_id(0), pl.program_id(1), pl.program_id(2), pl.program_id(3)
+  dy, dx = tap // 3 - 1, tap % 3 - 1
+  hw = h * w
+  lanes = c * bk + jnp.arange(bk, dtype=jnp.int32)[None, :]
+  cols = (j * bn + jnp.arange(bn, dtype=jnp.int32))[None, :]
+
+  def tdot(a, b, acc):  # a^T b: the pixels are the contracted axis
+    return acc + jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+  def body(t, accs):
+    p = (s * per + t) * bm + jnp.arange(bm, dtype=jnp.int32)
+    valid = p < total
+    p = jnp.minimum(p, total - 1)  # rows past the batch read its last pixel, with a zero cotangent
+    img, q = p // hw, p % hw
+    rows = (img * hw + _reflect(q // w + dy, h) * w + _reflect(q % w + dx, w))[:, None]
+    g = jnp.where(valid[:, None], g_ref[p[:, None], cols], 0).astype(g_ref.dtype)
+    if sort:
+      a, b = z_ref[rows, 2 * lanes], z_ref[rows, 2 * lanes + 1]
+      return tdot(jnp.minimum(a, b), g, accs[0]), tdot(jnp.maximum(a, b), g, accs[1])
+    return (tdot(z_ref[rows, lanes], g, accs[0]),)
+
+  zero = jnp.zeros((bk, bn), jnp.float32)
+  accs = (zero, zero) if sort else (zero,)
+  accs = jax.lax.fori_loop(0, per, body, accs) if per > 1 else body(0, accs)
+  rows_per_tap = 2 * half if sort else half
+  base = (s * 9 + tap) * rows_per_tap + c * bk + jnp.arange(bk, dtype=jnp.int32)
+  for i, acc in enumerate(accs):  # i = 1: the maxima's rows, ``half`` further
+    plgpu.store(o_ref.at[(base + i * half)[:, None], cols], acc)
+
+
+def _wgrad_splits(total: int, bm: int, programs: int) -> int:
+  """How many shares the pixels are summed in: enough programs to fill a large GPU (about 1024),
+  at most one per pixel block."""
+  return max(1, min(pl.cdiv(total, bm), pl.cdiv(1024, programs)))
+
+
+@functools.partial(jax.jit, static_argnames=("k_shape", "sort_input", "interpret", "splits"))
+def _wgrad(z, g, *, k_shape, sort_input: bool, interpret: bool, splits: int | None = None):
+  """The gradient of :func:`_forward` with respect to the kernel, ``(3, 3, Ci, Co)`` in ``g``'s
+  dtype: each tap's rows are the sorted, reflected input's pixels against the cotangent's,
+  gathered as loaded (nothing padded or sorted is written), summed in float32 in ``splits``
+  shares (default :func:`_wgrad_splits`) and the shares added by XLA."""
+  n, h, w, ci = z.shape
+  co = k_shape[3]
+  total = n * h * w
+  half = ci // 2 if sort_input else ci  # kernel rows per tap of each accumulator
+  bm, bn = 64, min(co, 64)
+  bk = min(half, 64)
+  grid = (9, half // bk, co // bn)
+  splits = splits or _wgrad_splits(total, bm, grid[0] * grid[1] * grid[2])
+  per = pl.cdiv(pl.cdiv(total, bm), splits)
+  kernel = functools.partial(_wgrad_kernel, h=h, w=w, total=total, bm=bm, bn=bn, bk=bk, half=half, per=per,
+                             sort=sort_input, interpret=interpret)
+  parts = pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct((splits * 9 * ci, co), jnp.float32),
+      grid=(*grid, splits), interpret=interpret,
+      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+      name="nedenoise_sort_pool_conv3x3_wgrad" if sort_input else "nedenoise_reflect_conv3x3_wgrad",
+  )(z.reshape(total, ci), g.reshape(total, co).astype(z.dtype))
+  taps = parts.reshape(splits, 9, ci, co).sum(0)
+  if sort_input:  # back from the minima's rows, then the maxima's, to the pairs' channels
+    taps = jnp.stack([taps[:, :half], taps[:, half:]], axis=2)
+  return taps.reshape(k_shape).astype(g.dtype)
+
+
 def _reference(z, k, sort_input):
   if sort_input:
     return ops.sort_pool_conv2d(z, k, 1, PADDING, pad_mode="reflect")
   return ops.conv2d(z, k, 1, PADDING, pad_mode="reflect")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def sort_pool_conv3x3(z: jax.Array, k: jax.Array, sort_input: bool = True, interpret: bool = False) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def sort_pool_conv3x3(z: jax.Array, k: jax.Array, sort_input: bool = True, interpret: bool = False,
+                      wgrad: bool = True) -> jax.Array:
   """``conv2d(sort_pool(z) if sort_input else z, k, padding=((1, 1), (1, 1)), pad_mode="reflect")``.
 
   ``z``: ``(N, H, W, Ci)``; ``k``: ``(3, 3, Ci, Co)`` (HWIO); shapes as :func:`supports`
-  accepts. ``interpret``: run in Pallas' interpreter (any platform; slow).
+  accepts. ``interpret``: run in Pallas' interpreter (any platform; slow). The gradient:
+  the input's is XLA's (cuDNN's transposed convolution of the cotangent, then one fusion that
+  folds the reflected border back and routes each pair's gradient to its minimum or maximum);
+  the kernel's is :func:`_wgrad`'s kernel with ``wgrad``, XLA's otherwise (which writes the
+  sorted, padded input again for cuDNN).
   """
   return _forward(z, k, sort_input=sort_input, interpret=interpret)
 
 
-def _fwd(z, k, sort_input, interpret):
+def _fwd(z, k, sort_input, interpret, wgrad):
   return _forward(z, k, sort_input=sort_input, interpret=interpret), (z, k)
 
 
-def _bwd(sort_input, interpret, res, g):
+def _bwd(sort_input, interpret, wgrad, res, g):
   z, k = res
-  return jax.vjp(lambda z, k: _reference(z, k, sort_input), z, k)[1](g)
+  if not wgrad:
+    return jax.vjp(lambda z, k: _reference(z, k, sort_input), z, k)[1](g)
+  dz = jax.vjp(lambda z: _reference(z, k, sort_input), z)[1](g)[0]
+  dk = _wgrad(z, g, k_shape=k.shape, sort_input=sort_input, interpret=interpret).astype(k.dtype)
+  return dz, dk
 
 
 sort_pool_conv3x3.defvjp(_fwd, _bwd)
