@@ -5,6 +5,8 @@ in values and gradients on odd sizes; with NEDENOISE_GPU_CONV=interpret the mode
 route their inner layers to it (counted in the traced program) and stay exactly NE.
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -41,7 +43,8 @@ def test_kernel_equals_reference_values_and_gradients(shape, co, sort):
   loss = lambda f: lambda z, k: jnp.sum(f(z, k) * w)  # noqa: E731
   gr = jax.grad(loss(lambda z, k: _reference(z, k, sort)), (0, 1))(z, k)
   for wgrad in (True, False):  # the kernel gradient by the Pallas kernel, and by XLA
-    g = jax.grad(loss(lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, sort, True, wgrad)), (0, 1))(z, k)
+    g = jax.grad(loss(functools.partial(pallas_conv.sort_pool_conv3x3, sort_input=sort, interpret=True,
+                                        wgrad=wgrad)), (0, 1))(z, k)
     for a, b in zip(g, gr):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
 
