@@ -30,6 +30,8 @@ def _reference(z, k, sort):
     ((1, 3, 2, 128), 128, True),   # a 3x2 image: every pixel is on the border; two output blocks
     ((2, 5, 6, 16), 32, False),    # no sort (DRUNet's first conv of a block)
     ((1, 11, 9, 256), 64, False),  # four input-channel blocks (the K loop)
+    ((2, 9, 7, 64), 1, True),      # FDnCNN's last layer (gray): one output channel
+    ((1, 5, 11, 32), 3, True),     # a colour model's last layer
 ])
 def test_kernel_equals_reference_values_and_gradients(shape, co, sort):
   rng = np.random.default_rng(sum(shape) + co)
@@ -54,10 +56,10 @@ def test_kernel_gradient_in_shares_with_a_partial_last_block(splits):
   """297 pixels: 5 blocks of 64, the last with 41; 7 shares leave two empty."""
   rng = np.random.default_rng(splits)
   z = jnp.asarray(rng.standard_normal((3, 9, 11, 32)), jnp.float32)
-  g = jnp.asarray(rng.standard_normal((3, 9, 11, 16)), jnp.float32)
-  for sort in (True, False):
-    k = jnp.zeros((3, 3, 32, 16), jnp.float32)
-    want = jax.vjp(lambda k: _reference(z, k, sort), k)[1](g)[0]
+  for sort, co in ((True, 16), (False, 16), (True, 3)):  # 3: a colour model's last layer
+    g = jnp.asarray(rng.standard_normal((3, 9, 11, co)), jnp.float32)
+    k = jnp.zeros((3, 3, 32, co), jnp.float32)
+    want = jax.vjp(functools.partial(_reference, z, sort=sort), k)[1](g)[0]
     got = pallas_conv._wgrad(z, g, k_shape=k.shape, sort_input=sort, interpret=True, splits=splits)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
 
@@ -85,7 +87,7 @@ def test_kernel_in_bfloat16_is_close_to_the_float32_reference():
     ((1, 8, 8, 64), (3, 3, 64, 64), jnp.float32, 1, ((1, 0), (1, 1)), True),
     ((1, 8, 8, 48), (3, 3, 48, 64), jnp.float32, 1, PAD, True),  # not a power of two
     ((1, 8, 8, 16), (3, 3, 16, 64), jnp.float32, 1, PAD, True),  # 8 pairs: under Triton's dot size
-    ((1, 8, 8, 64), (3, 3, 64, 1), jnp.float32, 1, PAD, True),  # FDnCNN's last layer
+    ((1, 8, 8, 64), (3, 3, 64, 24), jnp.float32, 1, PAD, True),  # over 16 outputs, not a power of two
     ((1, 1, 8, 64), (3, 3, 64, 64), jnp.float32, 1, PAD, True),  # a one-row image
     ((1, 8, 8, 1), (3, 3, 1, 64), jnp.float32, 1, PAD, False),  # FDnCNN's first layer
 ])
@@ -118,7 +120,7 @@ def _count_pallas_calls(fn, *args) -> int:
 
 
 @pytest.mark.parametrize("arch,kwargs,expected", [
-    ("fdncnn", dict(features=32, depth=4), 2),  # the 2 inner layers (first and last do not qualify)
+    ("fdncnn", dict(features=32, depth=4), 3),  # the 2 inner layers and the last (the first does not qualify)
     ("drunet", dict(features=(16, 32), blocks=1), None),
 ])
 def test_models_route_to_the_kernel_and_stay_equivariant(monkeypatch, arch, kwargs, expected):
@@ -156,6 +158,7 @@ TRITON = "xla.gpu.triton"
     ((2, 50, 50, 64), 64, True, jnp.float32),       # FDnCNN's training patches
     ((1, 37, 45, 512), 512, True, jnp.float32),     # DRUNet's widest level, odd sizes
     ((16, 128, 128, 64), 64, False, jnp.bfloat16),  # DRUNet's training batch, bfloat16
+    ((2, 50, 50, 64), 3, True, jnp.float32),        # a colour FDnCNN's last layer
 ])
 def test_kernel_lowers_to_triton_for_cuda(shape, co, sort, dtype):
   z = jax.ShapeDtypeStruct(shape, dtype)

@@ -17,10 +17,11 @@ the input's gradient is XLA's (``jax.vjp`` of the reference), which needs no
 padded copy. The same programs run on the CPU in Pallas' interpreter
 (``interpret=True``), which is how the tests check them.
 
-Supported: stride 1, padding ((1, 1), (1, 1)), a 3x3 kernel, H and W >= 2, and
-channel counts that are powers of two, at least 16 (input channel pairs: 16 with
-``sort_input``) -- the shapes of FDnCNN's and DRUNet's inner layers. :func:`supports`
-says whether a call qualifies.
+Supported: stride 1, padding ((1, 1), (1, 1)), a 3x3 kernel, H and W >= 2, input
+channels a power of two, at least 16 (channel pairs: 16 with ``sort_input``), output
+channels a power of two or at most 16 -- the shapes of FDnCNN's and DRUNet's inner
+layers and of their last ones (64 -> 1 or 3 channels). :func:`supports` says whether a
+call qualifies.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from jax.experimental.pallas import triton as plgpu
 from nedenoise_jax import ops
 
 PADDING = ((1, 1), (1, 1))
+LANES = 16  # the smallest side of a block Triton's matrix product takes
 ENV = "NEDENOISE_GPU_CONV"
 MODES = ("xla", "pallas", "pallas_fwd", "interpret")
 
@@ -72,8 +74,8 @@ def supports(z_shape, k_shape, dtype, k_dtype, strides, padding, sort_input: boo
     return False
   _, h, w, ci = z_shape
   co = k_shape[3]
-  return (h >= 2 and w >= 2 and k_shape[2] == ci and _pow2(ci) and _pow2(co) and co >= 16
-          and (ci // 2 if sort_input else ci) >= 16)
+  return (h >= 2 and w >= 2 and k_shape[2] == ci and _pow2(ci) and (co <= LANES or _pow2(co))
+          and (ci // 2 if sort_input else ci) >= LANES)
 
 
 def _reflect(i, n):
@@ -81,11 +83,12 @@ def _reflect(i, n):
   return jnp.where(i < 0, -i, jnp.where(i >= n, 2 * (n - 1) - i, i))
 
 
-def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, interpret):
+def _kernel(z_ref, k_ref, o_ref, *, h, w, co, bm, bn, bk, nk, sort, interpret):
   """One block of ``bm`` output pixels of image ``program_id(0)`` x ``bn`` output channels.
 
-  ``z_ref``: ``(N * H * W, Ci)``; ``k_ref``: ``(9, Ci, Co)`` (with ``sort``: rows 0 .. Ci/2 - 1
-  the taps of the pairs' minima, then of their maxima); ``o_ref``: ``(N * H * W, Co)``.
+  ``z_ref``: ``(N * H * W, Ci)``; ``k_ref``: ``(9, Ci, Co')`` (with ``sort``: rows 0 .. Ci/2 - 1
+  the taps of the pairs' minima, then of their maxima; ``Co' = max(Co, 16)``, the columns
+  past ``Co`` copies of the last); ``o_ref``: ``(N * H * W, Co)``.
   """
   n, m, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
   p = m * bm + jnp.arange(bm, dtype=jnp.int32)
@@ -121,13 +124,15 @@ def _kernel(z_ref, k_ref, o_ref, *, h, w, bm, bn, bk, nk, sort, interpret):
 
       acc = jax.lax.fori_loop(0, nk, body, acc) if nk > 1 else body(0, acc)
   out_rows = (n * (h * w) + p)[:, None]
-  out_cols = (j * bn + jnp.arange(bn, dtype=jnp.int32))[None, :]
-  mask = None if interpret else jnp.broadcast_to(valid[:, None], (bm, bn))
-  plgpu.store(o_ref.at[out_rows, out_cols], acc.astype(o_ref.dtype), mask=mask)
+  # Under 16 output channels (a model's last layer), the kernel's copies of its last column give
+  # that channel's values again: masked on a GPU, stored to it again by the interpreter.
+  out_cols = j * bn + jnp.arange(bn, dtype=jnp.int32)
+  mask = None if interpret else valid[:, None] & (out_cols < co)[None, :]
+  plgpu.store(o_ref.at[out_rows, jnp.minimum(out_cols, co - 1)[None, :]], acc.astype(o_ref.dtype), mask=mask)
 
 
 def _blocks(hw: int, ci_eff: int, co: int) -> tuple[int, int, int]:
-  bn = min(co, 64)
+  bn = min(max(co, LANES), 64)
   bk = min(ci_eff, 64)
   bm = 64 if hw >= 64 else 16
   return bm, bn, bk
@@ -140,13 +145,15 @@ def _forward(z, k, *, sort_input: bool, interpret: bool):
   taps = k.reshape(9, ci, co)
   if sort_input:  # the kernel rows of the pairs' minima (even channels), then of their maxima
     taps = jnp.concatenate([taps[:, 0::2], taps[:, 1::2]], axis=1)
+  if co < LANES:  # a block of 16 columns: copies of the last
+    taps = jnp.pad(taps, ((0, 0), (0, 0), (0, LANES - co)), mode="edge")
   ci_eff = ci // 2 if sort_input else ci
   bm, bn, bk = _blocks(h * w, ci_eff, co)
-  kernel = functools.partial(_kernel, h=h, w=w, bm=bm, bn=bn, bk=bk, nk=ci_eff // bk, sort=sort_input,
-                             interpret=interpret)
+  kernel = functools.partial(_kernel, h=h, w=w, co=co, bm=bm, bn=bn, bk=bk, nk=ci_eff // bk,
+                             sort=sort_input, interpret=interpret)
   out = pl.pallas_call(
       kernel, out_shape=jax.ShapeDtypeStruct((n * h * w, co), z.dtype),
-      grid=(n, pl.cdiv(h * w, bm), co // bn), interpret=interpret,
+      grid=(n, pl.cdiv(h * w, bm), taps.shape[2] // bn), interpret=interpret,
       # Triton's parameters also select the Triton backend (JAX's default for GPUs may be
       # Mosaic GPU, which does not take gathers); 2 stages bound the shared memory of wide layers.
       compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
@@ -155,20 +162,22 @@ def _forward(z, k, *, sort_input: bool, interpret: bool):
   return out.reshape(n, h, w, co)
 
 
-def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, total, bm, bn, bk, half, per, sort, interpret):
+def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, co, total, bm, bn, bk, half, per, sort, interpret):
   """Partial sums of the kernel gradient over one share of the pixels.
 
   Program ``(tap, c, j, s)``: rows ``c * bk ..`` of tap ``tap`` (with ``sort``: those of the
   pairs' minima and, ``half`` rows further, of their maxima) x output channels ``j * bn ..``,
   summed over pixel blocks ``s * per .. s * per + per - 1`` of ``bm`` pixels of the whole batch.
   ``z_ref``: ``(N * H * W, Ci)``; ``g_ref``: ``(N * H * W, Co)``, the output's cotangent;
-  ``o_ref``: ``(S * 9 * R, Co)`` in float32, ``R`` the kernel rows of a tap.
+  ``o_ref``: ``(S * 9 * R, max(Co, 16))`` in float32, ``R`` the kernel rows of a tap (the
+  columns past ``Co`` zero).
   """
   tap, c, j, s = pl.program_id(0), pl.program_id(1), pl.program_id(2), pl.program_id(3)
   dy, dx = tap // 3 - 1, tap % 3 - 1
   hw = h * w
   lanes = c * bk + jnp.arange(bk, dtype=jnp.int32)[None, :]
   cols = (j * bn + jnp.arange(bn, dtype=jnp.int32))[None, :]
+  g_cols = jnp.minimum(cols, co - 1)  # under 16 channels: the columns past them read as zeros
 
   def tdot(a, b, acc):  # a^T b: the pixels are the contracted axis
     return acc + jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
@@ -179,7 +188,7 @@ def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, total, bm, bn, bk, half, per, so
     p = jnp.minimum(p, total - 1)  # rows past the batch read its last pixel, with a zero cotangent
     img, q = p // hw, p % hw
     rows = (img * hw + _reflect(q // w + dy, h) * w + _reflect(q % w + dx, w))[:, None]
-    g = jnp.where(valid[:, None], g_ref[p[:, None], cols], 0).astype(g_ref.dtype)
+    g = jnp.where(valid[:, None] & (cols < co), g_ref[p[:, None], g_cols], 0).astype(g_ref.dtype)
     if sort:
       a, b = z_ref[rows, 2 * lanes], z_ref[rows, 2 * lanes + 1]
       return tdot(jnp.minimum(a, b), g, accs[0]), tdot(jnp.maximum(a, b), g, accs[1])
@@ -210,20 +219,21 @@ def _wgrad(z, g, *, k_shape, sort_input: bool, interpret: bool, splits: int | No
   co = k_shape[3]
   total = n * h * w
   half = ci // 2 if sort_input else ci  # kernel rows per tap of each accumulator
-  bm, bn = 64, min(co, 64)
+  bm, bn = 64, min(max(co, LANES), 64)
   bk = min(half, 64)
-  grid = (9, half // bk, co // bn)
+  cop = max(co, LANES)
+  grid = (9, half // bk, cop // bn)
   splits = splits or _wgrad_splits(total, bm, grid[0] * grid[1] * grid[2])
   per = pl.cdiv(pl.cdiv(total, bm), splits)
-  kernel = functools.partial(_wgrad_kernel, h=h, w=w, total=total, bm=bm, bn=bn, bk=bk, half=half, per=per,
-                             sort=sort_input, interpret=interpret)
+  kernel = functools.partial(_wgrad_kernel, h=h, w=w, co=co, total=total, bm=bm, bn=bn, bk=bk, half=half,
+                             per=per, sort=sort_input, interpret=interpret)
   parts = pl.pallas_call(
-      kernel, out_shape=jax.ShapeDtypeStruct((splits * 9 * ci, co), jnp.float32),
+      kernel, out_shape=jax.ShapeDtypeStruct((splits * 9 * ci, cop), jnp.float32),
       grid=(*grid, splits), interpret=interpret,
       compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
       name="nedenoise_sort_pool_conv3x3_wgrad" if sort_input else "nedenoise_reflect_conv3x3_wgrad",
   )(z.reshape(total, ci), g.reshape(total, co).astype(z.dtype))
-  taps = parts.reshape(splits, 9, ci, co).sum(0)
+  taps = parts.reshape(splits, 9, ci, cop)[..., :co].sum(0)
   if sort_input:  # back from the minima's rows, then the maxima's, to the pairs' channels
     taps = jnp.stack([taps[:, :half], taps[:, half:]], axis=2)
   return taps.reshape(k_shape).astype(g.dtype)
