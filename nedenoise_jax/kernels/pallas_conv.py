@@ -269,8 +269,7 @@ def _bwd(sort_input, interpret, wgrad, res, g):
   if not wgrad:
     return jax.vjp(lambda z, k: _reference(z, k, sort_input), z, k)[1](g)
   dz = jax.vjp(lambda z: _reference(z, k, sort_input), z)[1](g)[0]
-  dk = _wgrad(z, g, k_shape=k.shape, sort_input=sort_input, interpret=interpret).astype(k.dtype)
-  return dz, dk
+  return dz, _wgrad(z, g, k_shape=k.shape, sort_input=sort_input, interpret=interpret)
 
 
 sort_pool_conv3x3.defvjp(_fwd, _bwd)
