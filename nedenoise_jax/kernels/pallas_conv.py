@@ -162,7 +162,7 @@ def _forward(z, k, *, sort_input: bool, interpret: bool):
   return out.reshape(n, h, w, co)
 
 
-def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, co, total, bm, bn, bk, half, per, sort, interpret):
+def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, co, total, bm, bn, bk, half, per, sort):
   """Partial sums of the kernel gradient over one share of the pixels.
 
   Program ``(tap, c, j, s)``: rows ``c * bk ..`` of tap ``tap`` (with ``sort``: those of the
@@ -219,20 +219,19 @@ def _wgrad(z, g, *, k_shape, sort_input: bool, interpret: bool, splits: int | No
   co = k_shape[3]
   total = n * h * w
   half = ci // 2 if sort_input else ci  # kernel rows per tap of each accumulator
-  bm, bn = 64, min(max(co, LANES), 64)
-  bk = min(half, 64)
-  cop = max(co, LANES)
+  _, bn, bk = _blocks(total, half, co)
+  bm, cop = 64, max(co, LANES)
   grid = (9, half // bk, cop // bn)
   splits = splits or _wgrad_splits(total, bm, grid[0] * grid[1] * grid[2])
   per = pl.cdiv(pl.cdiv(total, bm), splits)
   kernel = functools.partial(_wgrad_kernel, h=h, w=w, co=co, total=total, bm=bm, bn=bn, bk=bk, half=half,
-                             per=per, sort=sort_input, interpret=interpret)
+                             per=per, sort=sort_input)
   parts = pl.pallas_call(
       kernel, out_shape=jax.ShapeDtypeStruct((splits * 9 * ci, cop), jnp.float32),
       grid=(*grid, splits), interpret=interpret,
       compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
       name="nedenoise_sort_pool_conv3x3_wgrad" if sort_input else "nedenoise_reflect_conv3x3_wgrad",
-  )(z.reshape(total, ci), g.reshape(total, co).astype(z.dtype))
+  )(z.reshape(total, ci), g.reshape(total, co))
   taps = parts.reshape(splits, 9, ci, cop)[..., :co].sum(0)
   if sort_input:  # back from the minima's rows, then the maxima's, to the pairs' channels
     taps = jnp.stack([taps[:, :half], taps[:, half:]], axis=2)
