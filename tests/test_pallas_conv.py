@@ -30,6 +30,7 @@ def _reference(z, k, sort):
     ((1, 3, 2, 128), 128, True),   # a 3x2 image: every pixel is on the border; two output blocks
     ((2, 5, 6, 16), 32, False),    # no sort (DRUNet's first conv of a block)
     ((1, 11, 9, 256), 64, False),  # four input-channel blocks (the K loop)
+    ((1, 5, 7, 256), 32, True),    # two blocks of 64 pairs (the K loop of DRUNet's 256-channel level)
     ((2, 9, 7, 64), 1, True),      # FDnCNN's last layer (gray): one output channel
     ((1, 5, 11, 32), 3, True),     # a colour model's last layer
 ])

@@ -31,6 +31,25 @@ needs_module = pytest.mark.skipif(not _kernels_readable(), reason="this jaxlib c
 
 
 @needs_module
+@pytest.mark.parametrize("ci,dtype,warps", [
+    (64, jnp.float32, 4),     # one block of 32 pairs: no loop over channel blocks
+    (256, jnp.float32, 8),    # 128 pairs in two blocks: 4 warps spill (DRUNet's 256-channel level)
+    (512, jnp.float32, 8),
+    (256, jnp.bfloat16, 4),   # half the registers per operand: no spill with 4
+])
+def test_sorted_kernels_launch_with_the_warps_that_hold_their_registers(ci, dtype, warps):
+  z = jax.ShapeDtypeStruct((2, 9, 11, ci), dtype)
+  k = jax.ShapeDtypeStruct((3, 3, ci, ci), dtype)
+  found = triton_report.capture_kernels(lambda z, k: pallas_conv.sort_pool_conv3x3(z, k, True, False), z, k)
+  [kernel] = found
+  assert kernel["name"] == "nedenoise_sort_pool_conv3x3"
+  assert (kernel["num_warps"], kernel["num_stages"]) == (warps, 2)
+  bm, bn, _, _ = pallas_conv._launch(9 * 11, ci // 2, ci, sort=True, dtype=dtype, algorithm=None)
+  assert kernel["grid"] == [2, -(-9 * 11 // bm), ci // bn]
+  assert kernel["ir"]  # the Triton module the GPU compiles
+
+
+@needs_module
 def test_the_training_gradient_has_both_kernels():
   z = jax.ShapeDtypeStruct((2, 9, 11, 32), jnp.float32)
   k = jax.ShapeDtypeStruct((3, 3, 32, 32), jnp.float32)

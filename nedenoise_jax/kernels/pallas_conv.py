@@ -78,12 +78,25 @@ def supports(z_shape, k_shape, dtype, k_dtype, strides, padding, sort_input: boo
           and (ci // 2 if sort_input else ci) >= LANES)
 
 
+def _dot_algorithm(dtype, interpret: bool):
+  """The kernels' products: at XLA's default precision and at "high", TF32 on a GPU, as XLA's
+  convolutions. At "highest" (``float32``) three TF32 products (``TF32_TF32_F32_X3``): float32's
+  accuracy on the tensor cores, where Triton's IEEE float32 product runs on the FMA units and
+  spills 0.8-25 KB of registers per thread (benchmarks/triton_report.py --precision highest).
+  ``None`` (the precision in effect) in the interpreter and for bfloat16."""
+  if interpret or jnp.dtype(dtype) != jnp.float32:
+    return None
+  if jax.config.jax_default_matmul_precision in ("highest", "float32"):
+    return jax.lax.DotAlgorithmPreset.TF32_TF32_F32_X3
+  return None
+
+
 def _reflect(i, n):
   """The source index of position ``i`` (-1 .. n) of an axis reflect-padded by 1."""
   return jnp.where(i < 0, -i, jnp.where(i >= n, 2 * (n - 1) - i, i))
 
 
-def _kernel(z_ref, k_ref, o_ref, *, h, w, co, bm, bn, bk, nk, sort, interpret):
+def _kernel(z_ref, k_ref, o_ref, *, h, w, co, bm, bn, bk, nk, sort, interpret, algorithm):
   """One block of ``bm`` output pixels of image ``program_id(0)`` x ``bn`` output channels.
 
   ``z_ref``: ``(N * H * W, Ci)``; ``k_ref``: ``(9, Ci, Co')`` (with ``sort``: rows 0 .. Ci/2 - 1
@@ -102,8 +115,8 @@ def _kernel(z_ref, k_ref, o_ref, *, h, w, co, bm, bn, bk, nk, sort, interpret):
   half = nk * bk  # with sort: the number of channel pairs
   lanes = jnp.arange(bk, dtype=jnp.int32)[None, :]
 
-  def dot(a, b, acc):  # at jax_default_matmul_precision, as XLA's convolutions: TF32 by default on GPUs
-    return acc + jnp.dot(a, b, preferred_element_type=jnp.float32)
+  def dot(a, b, acc):  # at _dot_algorithm's precision
+    return acc + jnp.dot(a, b, precision=algorithm, preferred_element_type=jnp.float32)
 
   # Every load and store indexes with integer arrays only (gathers): Triton takes them as
   # pointer arithmetic, and Pallas' interpreter supports them (not mixed with strided slices).
@@ -131,11 +144,27 @@ def _kernel(z_ref, k_ref, o_ref, *, h, w, co, bm, bn, bk, nk, sort, interpret):
   plgpu.store(o_ref.at[out_rows, jnp.minimum(out_cols, co - 1)[None, :]], acc.astype(o_ref.dtype), mask=mask)
 
 
-def _blocks(hw: int, ci_eff: int, co: int) -> tuple[int, int, int]:
+def _launch(hw: int, ci_eff: int, co: int, *, sort: bool, dtype, algorithm,
+            forward: bool = True) -> tuple[int, int, int, int]:
+  """Blocks ``(bm, bn, bk)`` (pixels, output channels, input channels or pairs) and warps per
+  program: the largest blocks for which ptxas spills no register on Hopper (sm_90) at the shapes
+  of FDnCNN's and DRUNet's layers (benchmarks/triton_report.py, at both precisions).
+
+  The forward kernel loops over ``ci_eff / bk`` channel blocks: looping over those of a sorted
+  float32 input takes 8 warps (with 4, a thread's registers do not hold both of a pair's operand
+  blocks, their minima and maxima and the pipelined next ones; DRUNet's 256- and 512-channel
+  levels spilled 768-1016 bytes); the kernel gradient (``forward=False``; it takes ``bn`` and
+  ``bk``, its ``bm`` is its own) has one program per channel block and 4. Three TF32 products
+  (``algorithm``, at "highest") split each operand in two: 8 warps, and blocks of 16 pairs or 32
+  channels, in both kernels.
+  """
   bn = min(max(co, LANES), 64)
-  bk = min(ci_eff, 64)
   bm = 64 if hw >= 64 else 16
-  return bm, bn, bk
+  if algorithm is not None:
+    return bm, bn, min(ci_eff, 16 if sort else 32), 8
+  bk = min(ci_eff, 64)
+  loops = ci_eff > bk
+  return bm, bn, bk, 8 if forward and sort and loops and jnp.dtype(dtype) == jnp.float32 else 4
 
 
 @functools.partial(jax.jit, static_argnames=("sort_input", "interpret"))
@@ -148,21 +177,22 @@ def _forward(z, k, *, sort_input: bool, interpret: bool):
   if co < LANES:  # a block of 16 columns: copies of the last
     taps = jnp.pad(taps, ((0, 0), (0, 0), (0, LANES - co)), mode="edge")
   ci_eff = ci // 2 if sort_input else ci
-  bm, bn, bk = _blocks(h * w, ci_eff, co)
+  algorithm = _dot_algorithm(z.dtype, interpret)
+  bm, bn, bk, warps = _launch(h * w, ci_eff, co, sort=sort_input, dtype=z.dtype, algorithm=algorithm)
   kernel = functools.partial(_kernel, h=h, w=w, co=co, bm=bm, bn=bn, bk=bk, nk=ci_eff // bk,
-                             sort=sort_input, interpret=interpret)
+                             sort=sort_input, interpret=interpret, algorithm=algorithm)
   out = pl.pallas_call(
       kernel, out_shape=jax.ShapeDtypeStruct((n * h * w, co), z.dtype),
       grid=(n, pl.cdiv(h * w, bm), taps.shape[2] // bn), interpret=interpret,
       # Triton's parameters also select the Triton backend (JAX's default for GPUs may be
       # Mosaic GPU, which does not take gathers); 2 stages bound the shared memory of wide layers.
-      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+      compiler_params=plgpu.CompilerParams(num_warps=warps, num_stages=2),
       name="nedenoise_sort_pool_conv3x3" if sort_input else "nedenoise_reflect_conv3x3",
   )(z.reshape(n * h * w, ci), taps.astype(z.dtype))
   return out.reshape(n, h, w, co)
 
 
-def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, co, total, bm, bn, bk, half, per, sort):
+def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, co, total, bm, bn, bk, half, per, sort, algorithm):
   """Partial sums of the kernel gradient over one share of the pixels.
 
   Program ``(tap, c, j, s)``: rows ``c * bk ..`` of tap ``tap`` (with ``sort``: those of the
@@ -179,8 +209,9 @@ def _wgrad_kernel(z_ref, g_ref, o_ref, *, h, w, co, total, bm, bn, bk, half, per
   cols = (j * bn + jnp.arange(bn, dtype=jnp.int32))[None, :]
   g_cols = jnp.minimum(cols, co - 1)  # under 16 channels: the columns past them read as zeros
 
-  def tdot(a, b, acc):  # a^T b: the pixels are the contracted axis
-    return acc + jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+  def tdot(a, b, acc):  # a^T b: the pixels are the contracted axis; at _dot_algorithm's precision
+    return acc + jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=algorithm,
+                                     preferred_element_type=jnp.float32)
 
   def body(t, accs):
     p = (s * per + t) * bm + jnp.arange(bm, dtype=jnp.int32)
@@ -219,17 +250,19 @@ def _wgrad(z, g, *, k_shape, sort_input: bool, interpret: bool, splits: int | No
   co = k_shape[3]
   total = n * h * w
   half = ci // 2 if sort_input else ci  # kernel rows per tap of each accumulator
-  _, bn, bk = _blocks(total, half, co)
+  algorithm = _dot_algorithm(z.dtype, interpret)
+  _, bn, bk, warps = _launch(total, half, co, sort=sort_input, dtype=z.dtype, algorithm=algorithm,
+                             forward=False)
   bm, cop = 64, max(co, LANES)
   grid = (9, half // bk, cop // bn)
   splits = splits or _wgrad_splits(total, bm, grid[0] * grid[1] * grid[2])
   per = pl.cdiv(pl.cdiv(total, bm), splits)
   kernel = functools.partial(_wgrad_kernel, h=h, w=w, co=co, total=total, bm=bm, bn=bn, bk=bk, half=half,
-                             per=per, sort=sort_input)
+                             per=per, sort=sort_input, algorithm=algorithm)
   parts = pl.pallas_call(
       kernel, out_shape=jax.ShapeDtypeStruct((splits * 9 * ci, cop), jnp.float32),
       grid=(*grid, splits), interpret=interpret,
-      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+      compiler_params=plgpu.CompilerParams(num_warps=warps, num_stages=2),
       name="nedenoise_sort_pool_conv3x3_wgrad" if sort_input else "nedenoise_reflect_conv3x3_wgrad",
   )(z.reshape(total, ci), g.reshape(total, co))
   taps = parts.reshape(splits, 9, ci, cop)[..., :co].sum(0)
