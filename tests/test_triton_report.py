@@ -4,6 +4,7 @@ Compiling the kernels needs the CUDA plugin's Triton compiler (not a test depend
 launch parameters of the lowered kernels and the arithmetic of the verdicts do not.
 """
 
+import math
 import os
 import sys
 
@@ -76,3 +77,23 @@ def test_problems_name_spills_shared_memory_and_errors():
   too_big = triton_report.problems({**ok, "shared_bytes": 300 * 1024})
   assert len(too_big) == 1 and "shared memory" in too_big[0]
   assert triton_report.problems({"error": "RuntimeError: x"}) == ["RuntimeError: x"]
+
+
+@needs_module
+@pytest.mark.parametrize("sort,bk", [(True, 16), (False, 32)])
+def test_at_highest_both_kernels_take_three_tf32_products_with_8_warps(sort, bk):
+  ci = 64
+  z = jax.ShapeDtypeStruct((2, 9, 11, ci), jnp.float32)
+  k = jax.ShapeDtypeStruct((3, 3, ci, ci), jnp.float32)
+  loss = lambda z, k: jnp.sum(pallas_conv.sort_pool_conv3x3(z, k, sort, False) ** 2)  # noqa: E731
+  with jax.default_matmul_precision("highest"):
+    assert pallas_conv._dot_algorithm(jnp.float32, False) == jax.lax.DotAlgorithmPreset.TF32_TF32_F32_X3
+    found = triton_report.capture_kernels(jax.grad(loss, (0, 1)), z, k)
+  assert len(found) == 2 and all(x["num_warps"] == 8 for x in found)
+  wgrad = next(x for x in found if x["name"].endswith("_wgrad"))
+  programs = 9 * ((ci // 2 if sort else ci) // bk) * (ci // 64)  # taps x blocks of bk rows x of 64 columns
+  splits = pallas_conv._wgrad_splits(2 * 9 * 11, 64, programs)
+  assert math.prod(wgrad["grid"]) == programs * splits  # (Triton's grid has 3 axes: Pallas merges two)
+  # bfloat16 and the interpreter keep the precision in effect
+  assert pallas_conv._dot_algorithm(jnp.bfloat16, False) is None
+  assert pallas_conv._dot_algorithm(jnp.float32, True) is None
