@@ -27,6 +27,14 @@ def _kernels_readable() -> bool:
   return version <= (0, 10, 2) or (jax.devices() and triton.has_compilation_handler("cuda"))
 
 
+@pytest.fixture(autouse=True)
+def _default_precision():
+  """The precision in effect is process state (the evaluate and analyze commands set "highest"
+  for the process): these tests start at JAX's default."""
+  with jax.default_matmul_precision(None):
+    yield
+
+
 needs_module = pytest.mark.skipif(not _kernels_readable(), reason="this jaxlib compiles Triton at lowering "
                                   "and has no CUDA plugin to do it")
 
