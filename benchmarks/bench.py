@@ -327,7 +327,8 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--train_shapes", default="", help="batch x patch per arch, e.g. fdncnn=128x64,drunet=16x128")
   p.add_argument("--precision", default="default", choices=["default", "highest"],
-                 help="jax_default_matmul_precision: highest = full float32 convolutions (no TF32)")
+                 help="jax_default_matmul_precision: highest = XLA's float32 convolutions without TF32, "
+                 "and the Pallas kernels' three TF32 products (@pallas)")
   p.add_argument("--tiny", action="store_true", help="small widths: rehearse a command on the CPU")
   p.add_argument("--prepared", action="store_true",
                  help="inference with models.prepare_inference (each constrained kernel formed once, "

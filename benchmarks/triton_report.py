@@ -186,8 +186,8 @@ def main(argv=None) -> int:
   p.add_argument("--ptxas", default=None, help="a ptxas for PTX -> SASS (registers, spills); without it "
                  "only Triton's pipeline to PTX runs")
   p.add_argument("--precision", default="default", choices=("default", "high", "highest"),
-                 help="jax_default_matmul_precision, as bench.py's (the kernels' dots follow it: TF32 by "
-                 "default, full float32 at highest)")
+                 help="jax_default_matmul_precision, as bench.py's (the kernels' products: TF32 by "
+                 "default, three TF32 products at highest; pallas_conv._dot_algorithm)")
   p.add_argument("--cases", default=None, help="comma-separated indices into CASES (default all)")
   p.add_argument("--out", default=os.path.join(HERE, "results", "triton_report"))
   args = p.parse_args(argv)
