@@ -133,7 +133,7 @@ def receptive_radius(module) -> Optional[int]:
     return int(inner.depth)  # one 3x3 convolution per layer
   if isinstance(inner, models.FFDNet):  # 3x3 convolutions at half resolution, plus the 2x2 block
     return 2 * int(inner.depth) + 1
-  if isinstance(inner, models.CBDNet) and inner.denoiser != "drunet":
+  if isinstance(inner, models.CBDNet) and inner.denoiser in ("fdncnn", "ffdnet"):
     den = {"fdncnn": int(inner.depth), "ffdnet": 2 * int(inner.depth) + 1}[inner.denoiser]
     return den + (int(inner.estimator_depth) if inner.blind else 0)
   return None

@@ -67,6 +67,20 @@ def test_receptive_field_matches_hand_count(arch, kw):
     assert rf.get("global", False) == (mode == "wrapped")  # the wrapper's statistics are global
 
 
+@pytest.mark.parametrize("convs,side", (((1, 1), 10), ((1, 2), 14), ((2, 1), 14)))
+def test_receptive_field_of_cbdnets_unet_matches_hand_count(convs, side):
+  """A two-scale U-Net (non-blind: no estimator) by hand, centre pixel c = 16 of 32: the up
+  path's k0 convolutions reach c-k0..c+k0; the upsampled half-resolution pixels (q -> 2q, 2q+1)
+  there are (c-k0)//2..(c+k0)//2, widened by k1 at half resolution, pooled back to full
+  pixels 2*lo..2*hi+1 and widened by the k0 convolutions down (the skip path stays inside)."""
+  k0, k1 = convs
+  lo, hi = (16 - k0) // 2 - k1, (16 + k0) // 2 + k1
+  assert (2 * hi + 1 + k0) - (2 * lo - k0) + 1 == side
+  for mode in ("norm_equiv", "ordinary"):
+    rf = analyze.receptive_field(models.create("cbdnet", mode=mode, blind=False, features=(4, 4), convs=convs))
+    assert rf["height"] == rf["width"] == side, (mode, rf)
+
+
 def test_receptive_field_grows_with_depth_and_levels():
   small = analyze.receptive_field(models.create("drunet", mode="norm_equiv", features=(4, 4, 4, 4), blocks=1))
   deeper = analyze.receptive_field(models.create("drunet", mode="norm_equiv", features=(4, 4, 4, 4), blocks=2))

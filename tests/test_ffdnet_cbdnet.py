@@ -19,6 +19,10 @@ CBDNET = {  # the three denoisers a CBDNet can use, tiny
     "fdncnn": TINY["cbdnet"],
     "ffdnet": dict(TINY["cbdnet"], denoiser="ffdnet"),
     "drunet": dict(estimator_features=8, estimator_depth=2, denoiser="drunet", features=(8, 8, 16), blocks=1),
+    # Three scales, one convolution each: the paper's 16-deep chain of random affine filters
+    # amplifies float32 rounding to 1e-5 of the output (a random 17-layer FDnCNN nears it too).
+    "unet": dict(estimator_features=8, estimator_depth=2, denoiser="unet", features=(8, 8, 16),
+                 convs=(1, 1, 1)),
 }
 CASES = ([("ffdnet", TINY["ffdnet"], blind) for blind in (False, True)]
          + [("cbdnet", kw, blind) for kw, blind in itertools.product(CBDNET.values(), (True, False))])
@@ -73,6 +77,18 @@ def test_scale_equiv_and_ordinary(arch, kw, blind, dtype):
   fn = jax.jit(lambda x, s=None: module.apply(variables, x, s))
   with pytest.raises(AssertionError, match="not normalization-equivariant"):
     equivariance.assert_normalization_equivariant(fn, x, sigma, pairs=PAIRS, **_tol(dtype))
+
+
+@pytest.mark.parametrize("channels", (1, 3))
+def test_unet_at_the_papers_depth_is_exactly_ne(channels):
+  """The U-Net's full chain of convolutions (2, 3, 6 down, 3, 2 up), tiny widths: exact to
+  1e-12 of the output in float64 (float32 rounding through 16 random affine layers reaches
+  1e-5, hence the shallower CBDNET["unet"] above)."""
+  kw = dict(CBDNET["unet"], convs=(2, 3, 6))
+  with jax.enable_x64(True):
+    module, variables, x, _ = _setup("cbdnet", kw, "norm_equiv", True, channels, (1, 13, 19), jnp.float64)
+    fn = jax.jit(lambda x: module.apply(variables, x))
+    equivariance.assert_normalization_equivariant(fn, x, pairs=PAIRS, **_tol(jnp.float64))
 
 
 def _assert_scale_shift(fn, x, pairs, tol, shift=True, relative_to_image=False):
@@ -151,6 +167,35 @@ def test_ffdnet_full_size_parameters_match_kair(channels, features, depth, expec
   assert models.count_params(ne_shapes) == expected - biases  # NE: no biases
 
 
+def _count_cbdnet(channels):
+  """The paper's CBDNet by hand (Guo et al. 2019, Fig. 2), with one map channel: estimator 5
+  convs of 32 (the last to the map); U-Net 2 convs of 64, avg pool, 3 of 128, avg pool, 6 of
+  256, 2x2 transposed conv to 128, 3 of 128, transposed conv to 64, 2 of 64, 1x1 conv to the
+  image; 3x3 convolutions, biases everywhere."""
+  conv = lambda i, o, k=3: k * k * i * o + o  # noqa: E731
+  est = conv(channels, 32) + 3 * conv(32, 32) + conv(32, 1)
+  down = conv(channels + 1, 64) + conv(64, 64) + conv(64, 128) + 2 * conv(128, 128) + conv(128, 256) + 5 * conv(256, 256)
+  up = conv(256, 128, 2) + 3 * conv(128, 128) + conv(128, 64, 2) + 2 * conv(64, 64) + conv(64, channels, 1)
+  biases = 4 * 32 + 1 + 2 * 64 + 3 * 128 + 6 * 256 + 128 + 3 * 128 + 64 + 2 * 64 + channels
+  return est + down + up, biases
+
+
+@pytest.mark.parametrize("channels,expected", ((1, 4_361_794), (3, 4_363_652)))
+def test_cbdnet_full_size_parameters(channels, expected):
+  """The default CBDNet is the paper's: estimator and U-Net, layer for layer."""
+  total, biases = _count_cbdnet(channels)
+  assert total == expected
+  x = jnp.zeros((1, 8, 8, channels))
+  counts = {}
+  for mode in ("ordinary", "scale_equiv", "norm_equiv"):
+    module = models.create("cbdnet", mode=mode, channels=channels)
+    assert module.denoiser == "unet"
+    counts[mode] = models.count_params(jax.eval_shape(module.init, jax.random.key(0), x))
+  # No biases without ordinary; norm_equiv adds one alpha per affine residual (2 skips, 1 global).
+  assert counts == {"ordinary": expected, "scale_equiv": expected - biases,
+                    "norm_equiv": expected - biases + 3}
+
+
 def test_defaults():
   assert models.create("ffdnet", mode="norm_equiv").blind is False
   assert models.create("cbdnet", mode="norm_equiv").blind is True
@@ -198,8 +243,12 @@ def test_bad_input(arch):
 
 
 def test_bad_arguments():
-  with pytest.raises(ValueError, match="unknown cbdnet denoiser 'unet'"):
-    models.create("cbdnet", mode="norm_equiv", denoiser="unet")
+  with pytest.raises(ValueError, match="unknown cbdnet denoiser 'resnet'"):
+    models.create("cbdnet", mode="norm_equiv", denoiser="resnet")
+  with pytest.raises(ValueError, match=r"takes features=\(F0, F1, ...\), a width per scale"):
+    models.create("cbdnet", mode="norm_equiv", features=(8,))
+  with pytest.raises(ValueError, match=r"one count >= 1 per scale .* got convs=\(2, 3\)"):
+    models.create("cbdnet", mode="norm_equiv", convs=(2, 3))
   with pytest.raises(ValueError, match=r"features=\(F,\)"):
     models.create("cbdnet", mode="norm_equiv", denoiser="fdncnn", features=(8, 16))
   with pytest.raises(ValueError, match="even feature counts"):

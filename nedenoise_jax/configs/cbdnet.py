@@ -1,5 +1,5 @@
-"""Blind CBDNet at full size: a 5 x 32 noise estimator and a 3-level U-Net (DRUNet blocks),
-trained end to end on the in-camera noise pipeline with the asymmetric map loss.
+"""Blind CBDNet at full size: a 5 x 32 noise estimator and the paper's U-Net (64/128/256
+channels, 2, 3, 6 convolutions down and 3, 2 up), trained end to end on the in-camera noise pipeline with the asymmetric map loss.
 
 nedenoise train --config cbdnet:norm_equiv,color,root=PATH/TO/data --workdir runs/cbdnet_ne
 

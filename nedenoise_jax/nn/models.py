@@ -29,7 +29,8 @@ ARCH_KWARGS = {
     "drunet": ("features", "blocks"),
     "dncnn": ("features", "depth"),
     "ffdnet": ("features", "depth"),
-    "cbdnet": ("estimator_features", "estimator_depth", "denoiser", "features", "depth", "blocks"),
+    "cbdnet": ("estimator_features", "estimator_depth", "denoiser", "features", "convs", "depth",
+               "blocks"),
 }
 COMMON_KWARGS = ("parametrization", "dtype", "param_dtype")
 
@@ -302,7 +303,75 @@ class NoiseEstimator(nn.Module):
     return nn.relu(conv(spec, 1, name=last, **kw)(h))
 
 
-DENOISERS = ("drunet", "fdncnn", "ffdnet")
+def _avg_pool2(x: jax.Array) -> jax.Array:
+  """The mean of each 2x2 block (H and W even): weights summing to 1, so NE."""
+  n, h, w, c = x.shape
+  return jnp.mean(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4)).astype(x.dtype)
+
+
+def check_unet(features: Sequence[int], convs: Sequence[int]) -> None:
+  """A ``ValueError`` unless the U-Net has at least 2 scales and a positive count per scale."""
+  if len(features) < 2:
+    raise ValueError(f"the CBDNet U-Net takes features=(F0, F1, ...), a width per scale, at "
+                     f"least 2; got features={tuple(features)}")
+  if len(convs) != len(features) or min(convs) < 1:
+    raise ValueError(f"the CBDNet U-Net takes convs, one count >= 1 per scale like features="
+                     f"{tuple(features)}; got convs={tuple(convs)}")
+
+
+class UNet(Denoiser):
+  """CBDNet's non-blind subnetwork (Guo et al. 2019): a plain U-Net on the image and its
+  noise map, with a global residual.
+
+  ``len(features)`` scales: at scale ``i``, ``convs[i]`` 3x3 convolutions of ``features[i]``
+  channels on the way down and again on the way up (the coarsest scale once), the mode's
+  activation after every one (the paper: ``features=(64, 128, 256)``, ``convs=(2, 3, 6)``,
+  so 2, 3, 6 down and 3, 2 up), 2x2 average pooling down, a 2x2 stride-2 transposed convolution up, the
+  upsampled features merged with the same scale's by the mode's residual (a sum, affine in
+  ``norm_equiv``), a last 1x1 convolution to ``channels`` merged with the input by the
+  mode's residual. Average pooling has weights summing to 1 and the transposed convolution
+  is an :class:`UpConv`, so ``norm_equiv`` is NE. Images are padded at the bottom/right to
+  a multiple of ``2**(len(features) - 1)`` with their own mean, then cropped back.
+  """
+
+  arch: ClassVar[str] = "unet"
+  blind: bool = False
+  features: Sequence[int] = (64, 128, 256)
+  convs: Sequence[int] = (2, 3, 6)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, sigma=None, *, train: bool = False) -> jax.Array:
+    spec, noise_map, kw = self._start(x, sigma)
+    feats, convs = tuple(self.features), tuple(self.convs)
+    check_unet(feats, convs)
+    levels = len(feats) - 1
+    xp, (h, w) = ops.pad_to_multiple(x, 2 ** levels)
+    if noise_map is not None:
+      noise_map, _ = ops.pad_to_multiple(noise_map, 2 ** levels)
+
+    def stage(y, features, count, name, first_free=0):
+      for j in range(count):  # with SortPool, each convolution sorts its input itself
+        y = conv(spec, features, free_channels=first_free if j == 0 else 0, name=f"{name}_{j}",
+                 **kw)(y, sort_input=spec.sort_pool and j > 0)
+        if not spec.sort_pool:
+          y = activation(spec, y)
+      return activation(spec, y) if spec.sort_pool else y
+
+    y = stage(_with_map(xp, noise_map), feats[0], convs[0], "down_0", 0 if self.blind else 1)
+    skips = [y]
+    for i in range(1, levels + 1):
+      y = stage(_avg_pool2(y), feats[i], convs[i], f"down_{i}")
+      skips.append(y)
+    for i in reversed(range(levels)):
+      y = UpConv(feats[i], spec, name=f"up_{i}_conv", **kw)(y)
+      y = Residual(spec, self.param_dtype, name=f"skip_{i}")(y, skips[i])
+      y = stage(y, feats[i], convs[i], f"up_{i}")
+    tail = conv(spec, self.channels, (1, 1), padding="valid", name="tail", **kw)
+    y = Residual(spec, self.param_dtype, name="residual")(xp, branch=lambda scale: tail(y, scale))
+    return y[:, :h, :w, :].astype(x.dtype)
+
+
+DENOISERS = ("unet", "drunet", "fdncnn", "ffdnet")
 
 
 class CBDNet(Denoiser):
@@ -310,10 +379,10 @@ class CBDNet(Denoiser):
 
   ``y = D(x, map_scale * E(x))`` with ``E`` a :class:`NoiseEstimator`
   (``estimator_features x estimator_depth``, 32 x 5 at full size) and ``D``
-  a non-blind ``denoiser``: ``"drunet"`` (a U-Net, the default; ``features``
-  per level, ``blocks`` residual blocks per level; it stands in for the
-  paper's plain U-Net), ``"fdncnn"`` or ``"ffdnet"`` (``features=(F,)`` and
-  ``depth``). ``map_scale`` (call argument) is the paper's interactive
+  a non-blind ``denoiser``: ``"unet"`` (the paper's U-Net, :class:`UNet`, the
+  default; ``features`` and ``convs`` per scale), ``"drunet"``  (``features`` per level,
+  ``blocks`` residual blocks per level), ``"fdncnn"`` or ``"ffdnet"``
+  (``features=(F,)`` and ``depth``). ``map_scale`` (call argument) is the paper's interactive
   correction of the estimated map; ``return_map=True`` also returns ``E(x)``
   (for the asymmetric and total-variation losses of training). A non-blind
   CBDNet (``blind=False``) takes the map as ``sigma`` and has no estimator.
@@ -325,8 +394,9 @@ class CBDNet(Denoiser):
   blind: bool = True
   estimator_features: int = 32
   estimator_depth: int = 5
-  denoiser: str = "drunet"
+  denoiser: str = "unet"
   features: Sequence[int] = (64, 128, 256)
+  convs: Sequence[int] = (2, 3, 6)
   depth: int = 17
   blocks: int = 2
 
@@ -335,6 +405,8 @@ class CBDNet(Denoiser):
                   parametrization=self.parametrization, dtype=self.dtype,
                   param_dtype=self.param_dtype, name="denoiser")
     feats = tuple(self.features)
+    if self.denoiser == "unet":
+      return UNet(features=feats, convs=tuple(self.convs), **common)
     if self.denoiser == "drunet":
       return DRUNet(features=feats, blocks=self.blocks, **common)
     return ARCHS[self.denoiser](features=feats[0], depth=self.depth, **common)
@@ -452,9 +524,9 @@ def create(arch: str, *, mode: str, blind: Optional[bool] = None, channels: int 
       ``features=(64, 128, 256, 512), blocks=4``; dncnn ``features=64,
       depth=17``; ffdnet ``features=64, depth=15`` (colour at full size:
       96, 12); cbdnet ``estimator_features=32, estimator_depth=5,
-      denoiser="drunet", features=(64, 128, 256), blocks=2`` (or
-      ``denoiser="fdncnn"``/``"ffdnet"`` with ``features=(F,)`` and
-      ``depth``); all: ``parametrization`` (``"centre"`` or ``"roll"``),
+      denoiser="unet", features=(64, 128, 256), convs=(2, 3, 6)`` (or ``denoiser="drunet"``
+      with ``blocks=2``, or ``"fdncnn"``/``"ffdnet"`` with ``features=(F,)``
+      and ``depth``); all: ``parametrization`` (``"centre"`` or ``"roll"``),
       ``dtype`` (compute dtype, e.g. ``jnp.bfloat16``), ``param_dtype``.
 
   Returns:
@@ -482,8 +554,13 @@ def create(arch: str, *, mode: str, blind: Optional[bool] = None, channels: int 
     if den not in DENOISERS:
       raise ValueError(f"unknown cbdnet denoiser {den!r}; expected one of {DENOISERS}")
     feats = arch_kwargs.get("features", cls.features)
-    if den != "drunet" and len(feats) != 1:
+    if den in ("fdncnn", "ffdnet") and len(feats) != 1:
       raise ValueError(f"cbdnet with denoiser={den!r} takes features=(F,), one width; got {feats}")
+    if "convs" in arch_kwargs:
+      c = arch_kwargs["convs"]
+      arch_kwargs["convs"] = (int(c),) if isinstance(c, int) else tuple(int(v) for v in c)
+    if den == "unet":
+      check_unet(feats, arch_kwargs.get("convs", cls.convs))
   if arch_kwargs.get("parametrization", "centre") not in ops.PARAMETRIZATIONS:
     raise ValueError(f"unknown parametrization {arch_kwargs['parametrization']!r}; "
                      f"expected one of {ops.PARAMETRIZATIONS}")
