@@ -17,3 +17,8 @@ nedenoise evaluate --model cbdnet_ne=$RUNS/cbdnet_norm_equiv --model cbdnet_ordi
   $SETS --sigmas 15,25,50 --noise poisson_gaussian --map_scales 0.5,1,1.5,2 --out $OUT/cbdnet --no_progress
 python docs/results/noise/rescaled.py --model ne=$RUNS/cbdnet_norm_equiv --model ordinary=$RUNS/cbdnet_ordinary \
   --data folder:$DATA/test/set12 --sigmas 15,25,50 --out $OUT/rescaled
+# (d) the same, with the paper's U-Net as CBDNet's denoiser.
+nedenoise evaluate --model cbdnet_unet_ne=$RUNS/cbdnet_unet_norm_equiv --model cbdnet_unet_ordinary=$RUNS/cbdnet_unet_ordinary \
+  $SETS --sigmas 15,25,50 --noise poisson_gaussian --map_scales 0.5,1,1.5,2 --out $OUT/cbdnet_unet --no_progress
+python docs/results/noise/rescaled.py --model ne=$RUNS/cbdnet_unet_norm_equiv --model ordinary=$RUNS/cbdnet_unet_ordinary \
+  --data folder:$DATA/test/set12 --sigmas 15,25,50 --out $OUT/rescaled_unet
