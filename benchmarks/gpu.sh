@@ -11,7 +11,7 @@
 #   part 2: bfloat16 (the three modes), the authors' PyTorch code on the same GPU (float32 with
 #           TF32, and bfloat16 autocast), and a profile of the DRUNet training step.
 #
-# Before the call, here (not committed; see .git/info/exclude):
+# Before the call, here (ignored by .gitignore, never committed):
 #   .whl/  the one package the GPU image lacks:
 #          python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #            --implementation cp --platform manylinux2014_x86_64 -d .whl ml_collections==1.1.0

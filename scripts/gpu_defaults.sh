@@ -5,7 +5,7 @@
 # run (weights file, latest checkpoint with its optimizer state, config, metrics, log),
 # summary.json and log.txt (6 files, each under 16 MB).
 #
-# Before the call, here (not committed; see .git/info/exclude):
+# Before the call, here (ignored by .gitignore, never committed):
 #   .whl/   the packages the GPU image lacks (Python 3.12 wheels; the device README says how):
 #           ml_collections==1.1.0 grain==0.2.18 array-record==0.8.6 portpicker==1.6.0
 #           tensorboardX==2.6.5
