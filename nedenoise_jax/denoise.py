@@ -443,7 +443,10 @@ def _inputs(paths: Sequence[str]) -> list[str]:
     if os.path.isdir(p):
       inside = image_io.list_images(p)
       if not inside:
-        raise ImageError(f"{p}: folder holds no {'/'.join(EXTENSIONS)} images")
+        hidden = [f for _, _, fs in os.walk(p) for f in fs if f.startswith(".") and image_io.extension(f)]
+        note = (f" ({len(hidden)} hidden image file(s), named '.*', skipped: name them to denoise them)"
+                if hidden else "")
+        raise ImageError(f"{p}: folder holds no {'/'.join(EXTENSIONS)} images{note}")
       found += inside
     elif os.path.lexists(p):
       found.append(p)

@@ -84,12 +84,30 @@ def test_cli_bad_out_and_missing_input_are_usage_errors(tmp_path, gray):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     cases.append(([gray, "--out", locked], f"--out {locked}: cannot write there"))
+  elif os.path.isdir("/sys/kernel"):  # but not in sysfs
+    cases.append(([gray, "--out", "/sys/kernel"], "--out /sys/kernel: cannot write there"))
   for args, message in cases:
     r = _run("nedenoise_jax.denoise", *args)
     assert r.returncode == 2 and f"error: {message}" in r.stderr, (args, r.stderr)
     assert "Traceback" not in r.stderr
   assert afile.read_text() == "keep me"
   assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
+
+
+def test_cli_folder_of_hidden_images_says_they_were_skipped(tmp_path, weights):
+  """A folder's hidden files are skipped (an unfinished write's temporaries are hidden); a
+  folder holding nothing else says so and how to denoise them, and naming them works."""
+  src = tmp_path / "in"
+  src.mkdir()
+  for name in (".a.png", "..png"):
+    Image.fromarray(RNG.integers(0, 256, (20, 24), dtype=np.uint8)).save(src / name, format="PNG")
+  r = _run("nedenoise_jax.denoise", src, "--out", tmp_path / "o", "--model", weights)
+  assert r.returncode == 2, r.stderr
+  assert (f"error: {src}: folder holds no .png/.jpg/.jpeg/.bmp/.tif/.tiff images (2 hidden image "
+          "file(s), named '.*', skipped: name them to denoise them)") in r.stderr, r.stderr
+  r = _run("nedenoise_jax.denoise", src / ".a.png", src / "..png", "--out", tmp_path / "o",
+           "--model", weights)
+  assert r.returncode == 0 and sorted(os.listdir(tmp_path / "o")) == ["..png", ".a.png"], r.stderr
 
 
 def test_cli_per_file_problems_do_not_stop_the_batch(tmp_path, weights):
@@ -115,6 +133,7 @@ def test_cli_per_file_problems_do_not_stop_the_batch(tmp_path, weights):
   assert f"error: {src / 'cut.tif'}: cannot read" in r.stderr
   assert f"error: {src / 'complex.tif'}: unsupported pixel type complex64" in r.stderr
   assert f"error: {src / 'b.tif'}: cannot write {out / 'b.tif'}" in r.stderr
+  assert "warnings.warn" not in r.stderr  # Pillow's "Corrupt EXIF data" on cut.tif is held back
   assert sorted(os.listdir(out)) == sorted(["a.png", "..png", ".png", "b.tif"])
   assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
   r = _run("nedenoise_jax.denoise", src / "a.png", src / "..png", "--out", tmp_path / "ok",

@@ -153,7 +153,10 @@ def _read_pil(path: str, max_pixels: Optional[int]) -> np.ndarray:
   # lock, for the whole read when ours is larger.
   pil_limit = Image.MAX_IMAGE_PIXELS
   lift = pil_limit is not None and (max_pixels is None or max_pixels > 2 * pil_limit)
-  with _pil_lock if lift else contextlib.nullcontext(), warnings.catch_warnings():
+  # Pillow's own warnings (e.g. "Corrupt EXIF data") are held back: a file that fails to read
+  # gets one clear error, and one that reads gets them once, with its name.
+  with _pil_lock if lift else contextlib.nullcontext(), warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     if lift:
       Image.MAX_IMAGE_PIXELS = None
@@ -161,13 +164,16 @@ def _read_pil(path: str, max_pixels: Optional[int]) -> np.ndarray:
       with Image.open(path) as im:
         _check_pixels(path, (im.height, im.width), "YX", max_pixels)
         im.load()
-        return _pil_array(im)
+        arr = _pil_array(im)
     except Image.DecompressionBombError as e:
       raise ImageError(f"{path}: {e}; not read. Pass a larger max_pixels (--max_pixels) if the "
                        "file is genuine") from None
     finally:
       if lift:
         Image.MAX_IMAGE_PIXELS = pil_limit
+  for w in caught:
+    warnings.warn(f"{path}: {w.message}", w.category, stacklevel=3)
+  return arr
 
 
 def _pil_array(im) -> np.ndarray:
