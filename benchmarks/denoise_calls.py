@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,18 +26,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
-
-def _cpu() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      flags = next((l for l in f if l.startswith("flags")), "")
-    with open("/proc/cpuinfo") as f:
-      name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), platform.processor())
-  except OSError:
-    return platform.processor()
-  isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
-  return f"{name}, {os.cpu_count()} cores, {isa}"
+from bench import cpu_model  # noqa: E402  (the one description of the CPU)
 
 
 def main(argv=None) -> int:
@@ -93,7 +83,7 @@ def main(argv=None) -> int:
       subprocess.run(cmd, check=True, capture_output=True)
       cli[n] = time.perf_counter() - t
   result = {
-      "machine": _cpu(), "jax": __import__("jax").__version__, "image": f"{args.size}x{args.size} uint8 gray",
+      "machine": f"{cpu_model()}, {os.cpu_count()} cores", "jax": __import__("jax").__version__, "image": f"{args.size}x{args.size} uint8 gray",
       "model": "pretrained:gray-norm_equiv",
       "denoise_calls_s": calls, "later_over_first": [c / calls[0] for c in calls[1:]],
       "first_over_later": [calls[0] / c for c in calls[1:]],

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
 
 
@@ -380,12 +380,15 @@ def main():
     train_cases(rep, d)
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=ROOT).stdout.strip()
-  meta = dict(commit=commit, machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+  from bench import cpu_model
+
+  meta = dict(commit=commit, machine=f"{cpu_model()}, {os.cpu_count()} cores",
               seconds=round(time.time() - t0, 1), all_ok=all(r["ok"] for r in rep.rows))
   files.write_text(args.out + ".json", json.dumps(dict(meta=meta, cases=rep.rows), indent=1) + "\n")
   esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
   lines = [f"# Bad input: every case, what the user gets (commit {commit})", "",
-           f"`python scripts/input_cases.py`, {time.strftime('%Y-%m-%d')}, {meta['seconds']} s. Exit status: "
+           f"`python scripts/input_cases.py`, {time.strftime('%Y-%m-%d')}, {meta['machine']}, {meta['seconds']} s. "
+           "Exit status: "
            "0 every image written, 1 some skipped (each named), 2 a usage error found before any work.",
            "", "| case | exit | message | checked |", "|---|---|---|---|"]
   lines += [f"| {esc(r['case'])} | {r['status']} | {esc(r['message'])} | {esc(r['checks'])}"
