@@ -162,6 +162,11 @@ def _time_interleaved(runs: list, repeats: int, block=None) -> list[list[float]]
   return times
 
 
+def repeat_times(fn, repeats: int, block=None) -> list[float]:
+  """``repeats`` timings (seconds) of ``fn()`` after one warm-up call, which compiles."""
+  return _time_interleaved([fn], repeats, block)[0]
+
+
 def paired_ratio(times: list[float], base_times: list[float]) -> dict:
   """Median of the per-round ratios ``times[i] / base_times[i]``, with a 95% interval.
 

@@ -106,6 +106,7 @@ def measure(repeats: int) -> list[dict]:
 
   from nedenoise_jax import kernels, ops, xla_options
   from nedenoise_jax.training import loop as train
+  from bench import repeat_times
 
   mesh = train.make_mesh()
   shard, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
@@ -129,12 +130,7 @@ def measure(repeats: int) -> list[dict]:
                                               out_shardings=rep), (x, k, g)),
       }
       for part, (fn, args) in parts.items():
-        jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(repeats):
-          t = time.perf_counter()
-          jax.block_until_ready(fn(*args))
-          times.append(time.perf_counter() - t)
+        times = repeat_times(lambda: fn(*args), repeats)
         med = statistics.median(times)
         rows.append({"model": model, "shape": [n, s, s, c], "form": form, "part": part,
                      "median_s": med, "times_s": times, "gflop": gflop,

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from bench import cpu_model  # noqa: E402  (the one description of the CPU)
+from bench import cpu_model, repeat_times  # noqa: E402  (the one CPU description and timing loop)
 
 
 def main(argv=None) -> int:
@@ -61,12 +61,7 @@ def main(argv=None) -> int:
   module, variables = nedenoise_jax.load("pretrained:gray-norm_equiv")
   net = jax.jit(lambda v, x: module.apply(v, x))
   x = jnp.asarray(noisy, jnp.float32)[None, :, :, None] / 255.0
-  net(variables, x).block_until_ready()
-  alone = []
-  for _ in range(5):
-    t = time.perf_counter()
-    net(variables, x).block_until_ready()
-    alone.append(time.perf_counter() - t)
+  alone = repeat_times(lambda: net(variables, x), 5)
   network_s = sorted(alone)[2]
   small = json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--size", "64", "--calls_only"],
                                     check=True, capture_output=True, text=True).stdout.splitlines()[-1])

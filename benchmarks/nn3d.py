@@ -13,23 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from denoise_calls import _cpu  # noqa: E402
+from bench import cpu_model, repeat_times  # noqa: E402  (the one CPU description and timing loop)
 
 
 def _median_time(fn, *args, repeats: int = 5) -> float:
-  import jax
-
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return sorted(times)[len(times) // 2]
+  return statistics.median(repeat_times(lambda: fn(*args), repeats))
 
 
 def main(argv=None) -> int:
@@ -56,7 +48,7 @@ def main(argv=None) -> int:
       full[k] = _median_time(jax.jit(lambda y: wrapped.apply(wv, y)), y)
     rows.append({"image": f"{w}x{h}", "cnn_s": t_cnn, "nonlocal_filter_s": t_nlm,
                  "per_iteration_s": t_cnn + t_nlm, "nn3d_total_s": {str(k): v for k, v in full.items()}})
-  result = {"machine": _cpu(), "jax": jax.__version__, "model": "pretrained:gray-norm_equiv",
+  result = {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "jax": jax.__version__, "model": "pretrained:gray-norm_equiv",
             "filter": "search 11x11, patch 5x5", "rows": rows}
   from nedenoise_jax import files
 

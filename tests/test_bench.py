@@ -76,3 +76,33 @@ def test_mode_paths_and_a_failing_mode_keeps_the_others(tmp_path, monkeypatch):
   assert [(r["mode"], "error" in r) for r in rows] == [
       ("norm_equiv@cudnn", True), ("ordinary", False), ("norm_equiv", False)]
   assert "failed" in open(f"{out}.md").read()
+
+
+def test_repeat_times_warms_up_once_then_times_each_call():
+  calls = []
+  times = bench.repeat_times(lambda: calls.append(1), 4, block=lambda r: r)
+  assert len(calls) == 5  # the compiling warm-up, then the four timed calls
+  assert len(times) == 4 and all(t >= 0 for t in times)
+
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+SCRIPTS = sorted(os.path.join(d, f) for d in ("benchmarks", "scripts")
+                 for f in os.listdir(os.path.join(ROOT, d)) if f.endswith(".py"))
+
+
+def test_every_benchmark_and_script_imports_as_it_is_run():
+  # Each is run as `python benchmarks/X.py`, its own folder first on sys.path; a name one of
+  # them imports from another (bench.cpu_model, ...) must still be there. One process for all.
+  import subprocess
+
+  code = ("import importlib, os, sys, traceback\nbad = []\n"
+          "for rel in sys.argv[1:]:\n"
+          "  d, name = os.path.split(rel)\n"
+          "  sys.path.insert(0, os.path.abspath(d))\n"
+          "  try:\n    importlib.import_module(name[:-3])\n"
+          "  except Exception:\n    bad.append(rel + ': ' + traceback.format_exc(limit=1).splitlines()[-1])\n"
+          "  sys.path.pop(0)\n"
+          "print('\\n'.join(bad))\nsys.exit(1 if bad else 0)\n")
+  assert len(SCRIPTS) >= 10
+  r = subprocess.run([sys.executable, "-c", code, *SCRIPTS], cwd=ROOT, capture_output=True, text=True)
+  assert r.returncode == 0, r.stdout + r.stderr
