@@ -63,6 +63,23 @@ def fdn():
   return module, module.init(jax.random.key(0), x, 0.1)
 
 
+@pytest.mark.parametrize("arch, kwargs, message", [
+    ("fdncnn", dict(depth=0), "fdncnn depth=0: expected an integer >= 1"),
+    ("fdncnn", dict(features=-4), "fdncnn features=-4: expected an integer >= 1"),
+    ("dncnn", dict(depth=2.5), "dncnn depth=2.5: expected an integer >= 1"),
+    ("ffdnet", dict(depth=True), "ffdnet depth=True: expected an integer >= 1"),
+    ("drunet", dict(features=(8, 0, 16, 16)), r"drunet features=\(8, 0, 16, 16\): expected integers >= 1"),
+    ("drunet", dict(blocks=-1), "drunet blocks=-1: expected an integer >= 0"),
+    ("cbdnet", dict(estimator_depth=0), "cbdnet estimator_depth=0: expected an integer >= 1"),
+])
+def test_create_rejects_sizes_that_build_no_network(arch, kwargs, message):
+  # depth=0 once built a one-layer net named conv_-1; every size key is checked before building.
+  with pytest.raises(ValueError, match=message):
+    models.create(arch, mode="ordinary", **kwargs)
+  models.create("drunet", mode="ordinary", features=(8, 8), blocks=0)  # no residual blocks: allowed
+
+
+
 def test_input_errors(fdn):
   module, v = fdn
   x = jnp.zeros((2, 5, 6, 3))

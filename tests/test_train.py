@@ -315,6 +315,17 @@ def test_config_errors_before_any_write(tmp_path, key, value, expected):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("key, value, expected", [
+    ("model.depth", 0, "config.model: fdncnn depth=0: expected an integer >= 1"),
+    ("model.features", 0, "config.model: fdncnn features=0: expected an integer >= 1"),
+    ("model.arch", "unet", "config.model: unknown arch 'unet'"),
+])
+def test_model_size_errors_name_the_key_before_any_write(tmp_path, key, value, expected):
+  with pytest.raises(config_lib.ConfigError, match=expected):
+    train.train_and_evaluate(tiny_config(**{key: value}), str(tmp_path / "w"), progress=False)
+  assert not (tmp_path / "w").exists()
+
+
 def test_cli_config_and_workdir_errors_exit_2(tmp_path, train_command):
   r = subprocess.run(train_command(tmp_path / "w", steps=-5), env=_env(), capture_output=True, text=True)
   assert r.returncode == 2 and "error: config.train.steps=-5: expected an integer > 0" in r.stderr, r.stderr

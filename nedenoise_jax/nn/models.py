@@ -10,6 +10,7 @@ The output has ``x``'s shape and dtype. Build models with :func:`create`.
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any, ClassVar, Optional, Sequence
 
 import flax
@@ -510,6 +511,17 @@ def estimates_noise(module: nn.Module) -> bool:
   return isinstance(inner, CBDNet) and inner.blind
 
 
+def _check_size(arch: str, key: str, value: Any, minimum: int) -> None:
+  """A ``ValueError`` naming ``key`` unless ``value`` is an integer >= ``minimum`` (or a non-empty
+  sequence of them, for the per-scale widths and counts)."""
+  values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+  ok = values and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
+                      for v in values)
+  if not ok:
+    raise ValueError(f"{arch} {key}={value!r}: expected {'integers' if len(values) > 1 else 'an integer'} "
+                     f">= {minimum}")
+
+
 def create(arch: str, *, mode: str, blind: Optional[bool] = None, channels: int = 1,
            **arch_kwargs: Any) -> nn.Module:
   """Builds a denoiser.
@@ -543,6 +555,9 @@ def create(arch: str, *, mode: str, blind: Optional[bool] = None, channels: int 
     raise ValueError(f"unknown keyword(s) {unknown} for arch {arch!r}; expected some of {allowed}")
   if not isinstance(channels, int) or channels < 1:
     raise ValueError(f"channels must be a positive int, got {channels!r}")
+  for key in ("features", "depth", "blocks", "estimator_features", "estimator_depth", "convs"):
+    if key in arch_kwargs:
+      _check_size(arch, key, arch_kwargs[key], minimum=0 if key == "blocks" else 1)
   cls = ARCHS[arch]
   if blind is None:
     blind = cls.blind

@@ -43,9 +43,12 @@ class TrainingError(RuntimeError):
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
   m = config.model
-  kwargs = {k: m[k] for k in models.ARCH_KWARGS[m.arch]}
-  return models.create(m.arch, mode=m.mode, blind=m.blind, channels=m.channels,
-                       parametrization=m.parametrization, dtype=jnp.dtype(m.dtype), **kwargs)
+  kwargs = {k: m[k] for k in models.ARCH_KWARGS.get(m.arch, ())}
+  try:
+    return models.create(m.arch, mode=m.mode, blind=m.blind, channels=m.channels,
+                         parametrization=m.parametrization, dtype=jnp.dtype(m.dtype), **kwargs)
+  except ValueError as e:  # the message names the model's key; say where it came from
+    raise ValueError(f"config.model: {e}") from None
 
 
 def configure_cpu_devices(requested: int, batch_size: int) -> None:
