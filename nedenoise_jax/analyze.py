@@ -376,6 +376,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  help="erf: also each model's architecture with fresh random weights")
   p.add_argument("--out", required=True)
   args = p.parse_args(argv)
+  import matplotlib  # noqa: F401  (every output is a figure: a missing train extra fails before any work)
+
   jax.config.update("jax_default_matmul_precision", "highest")
   try:
     files.prepare_dir(args.out)

@@ -152,8 +152,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (ValueError, FileNotFoundError, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  make_plot = not args.no_plot
+  if make_plot:
+    try:
+      import matplotlib  # noqa: F401
+    except ImportError:  # a denoise-only install: the tables still come
+      print("note: no plot drawn, matplotlib is not installed (it comes with the train extra: "
+            "pip install 'nedenoise-jax[train]'); the tables are written", file=sys.stderr)
+      make_plot = False
   try:
-    paths = evaluation.write_results(results, args.out, make_plot=not args.no_plot)
+    paths = evaluation.write_results(results, args.out, make_plot=make_plot)
   except OSError as e:  # the folder went away or filled up during the run: keep the table
     print(evaluation.markdown_table(results))
     print(f"error: cannot write the results under {args.out}: {e}", file=sys.stderr)

@@ -60,3 +60,39 @@ def test_train_in_process_takes_overrides_from_argv(tmp_path):
   a = json.load(open(tmp_path / "a" / "config.json"))
   assert a["train"]["steps"] == 2 and a["model"]["depth"] == 2
   assert sorted(os.listdir(tmp_path / "a" / "checkpoints")) == ["1"]
+
+
+# A denoise-only install (`pip install .`): the train extra's packages cannot be imported.
+_WITHOUT_EXTRAS = """
+import importlib.abc, sys
+from nedenoise_jax import cli
+class NotInstalled(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in cli.EXTRAS and name.split(".")[0] != "absl":  # absl comes with chex
+      raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NotInstalled())
+sys.exit(cli.main(["nedenoise"] + sys.argv[1:]))
+"""
+
+
+def test_a_denoise_only_install_denoises_evaluates_and_names_the_missing_extra(tmp_path):
+  import subprocess
+  import sys
+
+  def run(*args):
+    return subprocess.run([sys.executable, "-c", _WITHOUT_EXTRAS, *args], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "NEDENOISE_MALLOC": "0"})
+
+  r = run("denoise", images.SAMPLE, "--out", "den")
+  assert r.returncode == 0 and (tmp_path / "den" / os.path.basename(images.SAMPLE)).is_file(), r.stderr
+  r = run("evaluate", "--model", "pretrained:gray-norm_equiv", "--data", "builtin:deadleaves-val:1",
+          "--sigmas", "25", "--out", "ev", "--no_progress")
+  assert r.returncode == 0, r.stderr
+  assert "no plot drawn, matplotlib is not installed" in r.stderr and "Traceback" not in r.stderr
+  assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["results.csv", "results.json", "results.md"]
+  for args, missing in ((("train", "--config", "quickstart", "--workdir", "w"), "ml_collections"),
+                        (("analyze", "erf", "--model", "pretrained:gray-norm_equiv", "--out", "an"), "matplotlib")):
+    r = run(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"needs {missing}, which this install lacks: pip install 'nedenoise-jax[train]'" in r.stderr
+  assert not (tmp_path / "w").exists() and not (tmp_path / "an").exists()
