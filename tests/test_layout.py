@@ -110,7 +110,7 @@ def test_layers_carry_no_backend_switches():
 
 
 @pytest.mark.parametrize("name", ["quickstart", "fdncnn", "dncnn", "drunet", "generalization", "ffdnet",
-                                  "cbdnet"])
+                                  "cbdnet", "defaults"])
 def test_shipped_configs_resolve_and_need_no_data_on_disk(name):
   from nedenoise_jax import cli, configs
 
@@ -122,3 +122,13 @@ def test_shipped_configs_resolve_and_need_no_data_on_disk(name):
   assert c.data.train.startswith("builtin:") and c.data.val.startswith("builtin:")
   c = ns["get_config"]("root=/data/x")
   assert c.data.val == "folder:/data/x/test/set12"
+
+
+def test_every_shipped_config_has_its_checkout_alias():
+  # `python train.py --config configs/X.py` works for every X that `nedenoise train --config X` takes.
+  from nedenoise_jax import configs
+
+  aliases = {p.stem for p in (PKG.parent / "configs").glob("*.py")}
+  assert aliases == set(configs.NAMES), f"configs/ lacks {set(configs.NAMES) - aliases}"
+  for name in configs.NAMES:
+    assert f"from nedenoise_jax.configs.{name} import get_config" in (PKG.parent / "configs" / f"{name}.py").read_text()
