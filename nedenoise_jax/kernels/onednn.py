@@ -12,7 +12,7 @@ float32 rounding (sums run in another order).
 These run on the CPU only: :mod:`nedenoise_jax.kernels` picks them with
 ``jax.lax.platform_dependent`` when :func:`.build.enabled`. Check
 :func:`supports` first. SortPool here sorts adjacent channel pairs, the
-paper's layout (the C++ kernels also take a ``halves`` order no model uses).
+paper's layout.
 """
 
 from __future__ import annotations
@@ -143,44 +143,43 @@ def conv(x: jax.Array, kernel: jax.Array, strides: int, padding, *, reflect: boo
   return _forward(x, kernel, int(strides), padding, threads_per_call(), bool(reflect))
 
 
-def _sort_call(kind, threads, pairs, *args):
+def _sort_call(kind, threads, *args):
   out = jax.ShapeDtypeStruct(args[-1].shape, args[-1].dtype)
   return jax.ffi.ffi_call(f"nedenoise_sortpool_{kind}", out, vmap_method="sequential")(
-      *args, threads=np.int64(threads), pairs=np.int64(pairs))
+      *args, threads=np.int64(threads))
 
 
 # The sort applies to x a permutation that depends on x (piecewise constant):
 # its gradient is that permutation's transpose, which for swaps of pairs is
 # the permutation itself, linear in what it moves and with no gradient for x.
-# pairs: True for adjacent pairs (2k, 2k+1), False for the "halves" order.
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _sort_pool(x, threads, pairs):
-  return _sort_call("fwd", threads, pairs, x)
-
-
-def _sort_pool_fwd(x, threads, pairs):
-  return _sort_pool(x, threads, pairs), x
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _sort_pool(x, threads):
+  return _sort_call("fwd", threads, x)
 
 
-def _sort_pool_bwd(threads, pairs, x, g):
-  return (_permute(x, g, threads, pairs),)
+def _sort_pool_fwd(x, threads):
+  return _sort_pool(x, threads), x
+
+
+def _sort_pool_bwd(threads, x, g):
+  return (_permute(x, g, threads),)
 
 
 _sort_pool.defvjp(_sort_pool_fwd, _sort_pool_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _permute(x, v, threads, pairs):
-  return _sort_call("permute", threads, pairs, x, v)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _permute(x, v, threads):
+  return _sort_call("permute", threads, x, v)
 
 
-def _permute_fwd(x, v, threads, pairs):
-  return _permute(x, v, threads, pairs), x
+def _permute_fwd(x, v, threads):
+  return _permute(x, v, threads), x
 
 
-def _permute_bwd(threads, pairs, x, ct):
-  return jnp.zeros_like(x), _permute(x, ct, threads, pairs)
+def _permute_bwd(threads, x, ct):
+  return jnp.zeros_like(x), _permute(x, ct, threads)
 
 
 _permute.defvjp(_permute_fwd, _permute_bwd)
@@ -190,7 +189,7 @@ def sort_pool(x: jax.Array) -> jax.Array:
   """:func:`ops.sort_pool`, float32, on the CPU (one pass on every core)."""
   if x.dtype != jnp.float32 or x.ndim < 1 or x.shape[-1] % 2:
     raise ValueError(f"onednn.sort_pool takes float32 arrays with an even last axis, got {x.shape} {x.dtype}")
-  return _sort_pool(x, threads_per_call(), True)
+  return _sort_pool(x, threads_per_call())
 
 
 # SortPool then a reflect-padded convolution, with the sort done while the
@@ -200,69 +199,69 @@ def sort_pool(x: jax.Array) -> jax.Array:
 # fused maps differentiate as the compositions of the maps above they equal,
 # so every order of differentiation works.
 
-def _sorted_call(kind, out_shape, a, b, z, strides, padding, threads, pairs):
+def _sorted_call(kind, out_shape, a, b, z, strides, padding, threads):
   args = (a, b) if z is None else (a, b, z)
   return jax.ffi.ffi_call(f"nedenoise_srconv_{kind}", jax.ShapeDtypeStruct(out_shape, a.dtype),
                           vmap_method="sequential")(
-      *args, **_attrs(strides, padding, threads), pairs=np.int64(pairs))
+      *args, **_attrs(strides, padding, threads))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _sorted_forward(z, kernel, strides, padding, threads, pairs):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _sorted_forward(z, kernel, strides, padding, threads):
   return _sorted_call("fwd", _out_shape(z.shape, kernel.shape, strides, padding), z, kernel, None,
-                      strides, padding, threads, pairs)
+                      strides, padding, threads)
 
 
-def _sorted_forward_fwd(z, kernel, strides, padding, threads, pairs):
-  return _sorted_forward(z, kernel, strides, padding, threads, pairs), (z, kernel)
+def _sorted_forward_fwd(z, kernel, strides, padding, threads):
+  return _sorted_forward(z, kernel, strides, padding, threads), (z, kernel)
 
 
-def _sorted_forward_bwd(strides, padding, threads, pairs, res, g):
+def _sorted_forward_bwd(strides, padding, threads, res, g):
   z, kernel = res
-  return (_sorted_input_grad(g, kernel, z, strides, padding, threads, pairs),
-          _sorted_kernel_grad(z, g, kernel.shape, strides, padding, threads, pairs))
+  return (_sorted_input_grad(g, kernel, z, strides, padding, threads),
+          _sorted_kernel_grad(z, g, kernel.shape, strides, padding, threads))
 
 
 _sorted_forward.defvjp(_sorted_forward_fwd, _sorted_forward_bwd)
 
 
-def _plain_input_grad(g, kernel, z, strides, padding, threads, pairs):
-  return _permute(z, _input_grad(g, kernel, z.shape, strides, padding, threads, True), threads, pairs)
+def _plain_input_grad(g, kernel, z, strides, padding, threads):
+  return _permute(z, _input_grad(g, kernel, z.shape, strides, padding, threads, True), threads)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _sorted_input_grad(g, kernel, z, strides, padding, threads, pairs):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _sorted_input_grad(g, kernel, z, strides, padding, threads):
   """``_plain_input_grad`` in one call."""
-  return _sorted_call("bwd_data", z.shape, g, kernel, z, strides, padding, threads, pairs)
+  return _sorted_call("bwd_data", z.shape, g, kernel, z, strides, padding, threads)
 
 
-def _sorted_input_grad_fwd(g, kernel, z, strides, padding, threads, pairs):
-  return _sorted_input_grad(g, kernel, z, strides, padding, threads, pairs), (g, kernel, z)
+def _sorted_input_grad_fwd(g, kernel, z, strides, padding, threads):
+  return _sorted_input_grad(g, kernel, z, strides, padding, threads), (g, kernel, z)
 
 
-def _sorted_input_grad_bwd(strides, padding, threads, pairs, res, ct):
-  return jax.vjp(lambda *a: _plain_input_grad(*a, strides, padding, threads, pairs), *res)[1](ct)
+def _sorted_input_grad_bwd(strides, padding, threads, res, ct):
+  return jax.vjp(lambda *a: _plain_input_grad(*a, strides, padding, threads), *res)[1](ct)
 
 
 _sorted_input_grad.defvjp(_sorted_input_grad_fwd, _sorted_input_grad_bwd)
 
 
-def _plain_kernel_grad(z, g, kernel_shape, strides, padding, threads, pairs):
-  return _kernel_grad(_sort_pool(z, threads, pairs), g, kernel_shape, strides, padding, threads, True)
+def _plain_kernel_grad(z, g, kernel_shape, strides, padding, threads):
+  return _kernel_grad(_sort_pool(z, threads), g, kernel_shape, strides, padding, threads, True)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _sorted_kernel_grad(z, g, kernel_shape, strides, padding, threads, pairs):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _sorted_kernel_grad(z, g, kernel_shape, strides, padding, threads):
   """``_plain_kernel_grad`` in one call."""
-  return _sorted_call("bwd_weights", kernel_shape, z, g, None, strides, padding, threads, pairs)
+  return _sorted_call("bwd_weights", kernel_shape, z, g, None, strides, padding, threads)
 
 
-def _sorted_kernel_grad_fwd(z, g, kernel_shape, strides, padding, threads, pairs):
-  return _sorted_kernel_grad(z, g, kernel_shape, strides, padding, threads, pairs), (z, g)
+def _sorted_kernel_grad_fwd(z, g, kernel_shape, strides, padding, threads):
+  return _sorted_kernel_grad(z, g, kernel_shape, strides, padding, threads), (z, g)
 
 
-def _sorted_kernel_grad_bwd(kernel_shape, strides, padding, threads, pairs, res, ct):
-  return jax.vjp(lambda z, g: _plain_kernel_grad(z, g, kernel_shape, strides, padding, threads, pairs),
+def _sorted_kernel_grad_bwd(kernel_shape, strides, padding, threads, res, ct):
+  return jax.vjp(lambda z, g: _plain_kernel_grad(z, g, kernel_shape, strides, padding, threads),
                  *res)[1](ct)
 
 
@@ -276,7 +275,7 @@ def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding) -> ja
       or z.shape[-1] % 2):
     raise ValueError(f"oneDNN sort_pool_conv does not take z {z.shape} {z.dtype}, kernel "
                      f"{kernel.shape} {kernel.dtype}, strides {strides}, padding {padding}")
-  return _sorted_forward(z, kernel, int(strides), padding, threads_per_call(), True)
+  return _sorted_forward(z, kernel, int(strides), padding, threads_per_call())
 
 
 # The affine kernel map inside the call: the convolutions above (reflect
@@ -290,7 +289,7 @@ def sort_pool_conv(z: jax.Array, kernel: jax.Array, strides: int, padding) -> ja
 # derivatives are those of the compositions they equal (_unmapped_*), so
 # every order of differentiation works.
 
-# The C++ handlers' sort attribute: 0 none, 1 the halves order (unused), 2 adjacent pairs.
+# The C++ handlers' sort attribute: 0 none, 2 SortPool of adjacent pairs before the convolution.
 _SORT_MODES = {False: 0, True: 2}
 
 
@@ -342,7 +341,7 @@ def _unmapped_input_grad(g, theta, scale, z, strides, padding, threads, sort, km
   k = _mapped_kernel(theta, scale, kmap)
   if not sort:
     return _input_grad(g, k, z.shape, strides, padding, threads, True)
-  return _sorted_input_grad(g, k, z, strides, padding, threads, True)
+  return _sorted_input_grad(g, k, z, strides, padding, threads)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
@@ -368,7 +367,7 @@ def _unmapped_kernel_grad(x, g, theta, scale, strides, padding, threads, sort, k
   if not sort:
     gk = _kernel_grad(x, g, k.shape, strides, padding, threads, True)
   else:
-    gk = _sorted_kernel_grad(x, g, k.shape, strides, padding, threads, True)
+    gk = _sorted_kernel_grad(x, g, k.shape, strides, padding, threads)
   return back(gk)
 
 

@@ -15,8 +15,8 @@
 // SortPool(x), sorted while padding (the input gradient permuted while the
 // padding is folded back; z is then a third argument).
 // nedenoise_sortpool_{fwd,permute}: SortPool and the permutation it applies
-// (its own gradient). The sorting targets take an attribute pairs: 1 for
-// adjacent pairs (2k, 2k+1), 0 for the "halves" order (k, k + c/2).
+// (its own gradient). Every sort is SortPool of adjacent channel pairs
+// (2k, 2k+1), the paper's order.
 // nedenoise_scale_grad: the gradient of alpha*x + y for x and alpha
 // (nedenoise_jax.ops.scale_add).
 // nedenoise_mconv_{fwd,bwd_data,bwd_weights}: nedenoise_rconv_* (or with an
@@ -255,42 +255,29 @@ int64_t ReflectIndex(int64_t i, int64_t n) {
   return m >= n ? period - m : m;
 }
 
-// SortPool of one pixel's c channels: each pair becomes (min, max), a
-// permutation of it (a NaN stays in one of the two). Pairs are adjacent
-// channels (2k, 2k+1) ("pairs", the paper's order) or (k, k + c/2) ("halves").
-inline void SortPixel(const float* __restrict a, float* __restrict out, int64_t c, bool pairs) {
+// SortPool of one pixel's c channels: each pair of adjacent channels
+// (2k, 2k+1) becomes (min, max), a permutation of it (a NaN stays in one of
+// the two).
+inline void SortPixel(const float* __restrict a, float* __restrict out, int64_t c) {
   const int64_t half = c / 2;
-  if (pairs) {
-#pragma omp simd
-    for (int64_t k = 0; k < half; ++k) {
-      const float p = a[2 * k], q = a[2 * k + 1];
-      const bool keep = p <= q;
-      out[2 * k] = keep ? p : q;
-      out[2 * k + 1] = keep ? q : p;
-    }
-    return;
-  }
-  const float* b = a + half;
-  float* hi = out + half;
 #pragma omp simd
   for (int64_t k = 0; k < half; ++k) {
-    const float p = a[k], q = b[k];
+    const float p = a[2 * k], q = a[2 * k + 1];
     const bool keep = p <= q;
-    out[k] = keep ? p : q;
-    hi[k] = keep ? q : p;
+    out[2 * k] = keep ? p : q;
+    out[2 * k + 1] = keep ? q : p;
   }
 }
 
 // out = v with each pair (as in SortPixel) swapped where a's pair is out of
 // order (not first <= second): the permutation SortPixel applies to a, which
 // is its own transpose, so also the gradient of the sort.
-template <bool kPairs>
 inline void PermutePixel(const float* __restrict a, const float* __restrict v, float* __restrict out,
                          int64_t c) {
   const int64_t half = c / 2;
 #pragma omp simd
   for (int64_t k = 0; k < half; ++k) {
-    const int64_t i = kPairs ? 2 * k : k, j = kPairs ? i + 1 : k + half;
+    const int64_t i = 2 * k, j = i + 1;
     const bool keep = a[i] <= a[j];
     const float p = v[i], q = v[j];
     out[i] = keep ? p : q;
@@ -298,11 +285,12 @@ inline void PermutePixel(const float* __restrict a, const float* __restrict v, f
   }
 }
 
-// Sorting modes of ReflectPad, ReflectFold and Run.
-enum SortMode { kNoSort = 0, kSortHalves = 1, kSortPairs = 2 };
+// Sorting modes of ReflectPad, ReflectFold and Run (the mconv handlers' sort attribute;
+// 1 was an order of the channels no model used, since removed).
+enum SortMode { kNoSort = 0, kSortPairs = 2 };
 
 // dst (n, h + pt + pb, w + pl + pr, c) = reflect padding of src (n, h, w, c),
-// with a SortMode other than kNoSort: of SortPool(src) in that order.
+// with kSortPairs: of SortPool(src).
 void ReflectPad(const float* src, float* dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pt,
                 int64_t pb, int64_t pl, int64_t pr, int threads, SortMode sort = kNoSort) {
   const int64_t hp = h + pt + pb, wp = w + pl + pr;
@@ -313,8 +301,7 @@ void ReflectPad(const float* src, float* dst, int64_t n, int64_t h, int64_t w, i
       float* drow = dst + (b * hp + r) * wp * c;
       float* inner = drow + pl * c;
       if (sort != kNoSort) {
-        const bool pairs = sort == kSortPairs;
-        for (int64_t q = 0; q < w; ++q) SortPixel(srow + q * c, inner + q * c, c, pairs);
+        for (int64_t q = 0; q < w; ++q) SortPixel(srow + q * c, inner + q * c, c);
       } else {
         std::memcpy(inner, srow, sizeof(float) * w * c);
       }
@@ -333,8 +320,8 @@ inline void AddTo(float* __restrict d, const float* __restrict s, int64_t c) {
 }
 
 // The transpose of ReflectPad: dst (n, h, w, c) = each pixel's sum over the
-// padded positions copied from it, in a fixed order (deterministic). With a
-// SortMode other than kNoSort, each pixel of the result is then permuted as
+// padded positions copied from it, in a fixed order (deterministic). With
+// kSortPairs, each pixel of the result is then permuted as
 // SortPool permutes the same pixel of sort_ref (n, h, w, c): the transpose of
 // ReflectPad with that sort.
 void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pt,
@@ -370,13 +357,7 @@ void ReflectFold(const float* src, float* dst, int64_t n, int64_t h, int64_t w, 
         }
         if (sort == kNoSort) continue;
         const float* zrow = sort_ref + (b * h + r) * w * c;
-        for (int64_t q = 0; q < w; ++q) {
-          if (sort == kSortPairs) {
-            PermutePixel<true>(zrow + q * c, drow + q * c, out_row + q * c, c);
-          } else {
-            PermutePixel<false>(zrow + q * c, drow + q * c, out_row + q * c, c);
-          }
-        }
+        for (int64_t q = 0; q < w; ++q) PermutePixel(zrow + q * c, drow + q * c, out_row + q * c, c);
       }
     }
   }
@@ -698,39 +679,36 @@ ffi::Error ConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt,
 }
 
 // Reflect-padded variants: the pads are reflect pads, done in the handler.
-// nedenoise_srconv_fwd also applies SortPool to x while padding, in the
-// "pairs" order (pairs != 0) or the "halves" order.
+// nedenoise_srconv_fwd also applies SortPool to x while padding.
 ffi::Error SRConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
-                         int64_t pr, int64_t threads, int64_t pairs) {
+                         int64_t pr, int64_t threads) {
   auto xd = x.dimensions(), kd = k.dimensions();
   if (!ConvShapes(xd, kd) || xd[3] % 2) return BadShapes("expected NHWC x (even C) and HWIO kernel");
   return Run(kFwd, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr, threads,
-             x.untyped_data(), k.untyped_data(), y->untyped_data(), true,
-             pairs ? kSortPairs : kSortHalves);
+             x.untyped_data(), k.untyped_data(), y->untyped_data(), true, kSortPairs);
 }
 
 // nedenoise_srconv_bwd_data: the input gradient of nedenoise_srconv_fwd
 // (the fold of the padding, then the sort's permutation of z, in one pass).
 ffi::Error SRConvBwdDataImpl(F32 dy, F32 k, F32 z, Out dz, int64_t stride, int64_t pt, int64_t pb,
-                             int64_t pl, int64_t pr, int64_t threads, int64_t pairs) {
+                             int64_t pl, int64_t pr, int64_t threads) {
   auto xd = dz->dimensions(), kd = k.dimensions();
   if (!ConvShapes(xd, kd) || xd[3] % 2 || z.element_count() != dz->element_count()) {
     return BadShapes("expected NHWC dz (even C) and z of one shape, and an HWIO kernel");
   }
   return Run(kBwdData, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
              threads, dz->untyped_data(), k.untyped_data(), dy.untyped_data(), true,
-             pairs ? kSortPairs : kSortHalves, z.typed_data());
+             kSortPairs, z.typed_data());
 }
 
 // nedenoise_srconv_bwd_weights: the kernel gradient of nedenoise_srconv_fwd
 // (z sorted while padding, as in the forward pass).
 ffi::Error SRConvBwdWeightsImpl(F32 z, F32 dy, Out dk, int64_t stride, int64_t pt, int64_t pb,
-                                int64_t pl, int64_t pr, int64_t threads, int64_t pairs) {
+                                int64_t pl, int64_t pr, int64_t threads) {
   auto xd = z.dimensions(), kd = dk->dimensions();
   if (!ConvShapes(xd, kd) || xd[3] % 2) return BadShapes("expected NHWC z (even C) and HWIO kernel");
   return Run(kBwdWeights, xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], stride, pt, pb, pl, pr,
-             threads, z.untyped_data(), dk->untyped_data(), dy.untyped_data(), true,
-             pairs ? kSortPairs : kSortHalves);
+             threads, z.untyped_data(), dk->untyped_data(), dy.untyped_data(), true, kSortPairs);
 }
 
 ffi::Error RConvFwdImpl(F32 x, F32 k, Out y, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
@@ -758,7 +736,7 @@ ffi::Error RConvBwdWeightsImpl(F32 x, F32 dy, Out dk, int64_t stride, int64_t pt
 }
 
 // nedenoise_mconv_*: attributes as nedenoise_rconv_* plus sort (a SortMode:
-// 0 none, 1 halves, 2 pairs) and the KernelMap's anchor_h, anchor_w, n_con
+// 0 none, 2 SortPool first) and the KernelMap's anchor_h, anchor_w, n_con
 // and total; theta (HWIO) and a scalar scale in place of the kernel.
 // Whether the anchor tap and the constrained channels fit an HWIO kernel of dims kd.
 bool AnchorInside(ffi::Span<const int64_t> kd, int64_t ah, int64_t aw, int64_t n_con) {
@@ -770,7 +748,7 @@ bool MapShapes(ffi::Span<const int64_t> kd, F32& scale, int64_t ah, int64_t aw, 
 }
 
 ffi::Error BadSort(int64_t sort, int64_t c) {
-  if (sort < 0 || sort > 2) return BadShapes("sort must be 0, 1 or 2");
+  if (sort != kNoSort && sort != kSortPairs) return BadShapes("sort must be 0 or 2");
   if (sort && c % 2) return BadShapes("sorting needs an even channel count");
   return ffi::Error::Success();
 }
@@ -843,13 +821,13 @@ ffi::Error AffineKernelImpl(F32 theta, Out k, int64_t threads, int64_t ah, int64
 }
 
 // SortPool (nedenoise_jax.ops.sort_pool) on rows of c channels, pair k
-// being (2k, 2k+1) with pairs, else (k, k + c/2) ("halves"). kind 0: y =
+// being (2k, 2k+1). kind 0: y =
 // (min, max) of each pair. kind 1 ("permute"): out = v with each pair swapped
 // where x's pair is out of order (not first <= second), the permutation the
 // sort applies to x. A swap is its own transpose, so this is also the
 // gradient of the sort.
 ffi::Error SortPoolRun(int kind, const float* x, const float* v, float* out, int64_t rows, int64_t c,
-                       int64_t threads, bool pairs) {
+                       int64_t threads) {
   if (c % 2) return BadShapes("sort pool needs an even channel count");
   const int nthreads = static_cast<int>(std::max<int64_t>(threads, 1));
   SlotGuard slot(threads);
@@ -858,13 +836,9 @@ ffi::Error SortPoolRun(int kind, const float* x, const float* v, float* out, int
     // kind 0 is the permutation kind 1 applies: a NaN stays in one of the
     // two outputs (XLA's minimum and maximum put it in both).
     if (kind == 0) {
-      SortPixel(x + r * c, out + r * c, c, pairs);
+      SortPixel(x + r * c, out + r * c, c);
     } else {
-      if (pairs) {
-        PermutePixel<true>(x + r * c, v + r * c, out + r * c, c);
-      } else {
-        PermutePixel<false>(x + r * c, v + r * c, out + r * c, c);
-      }
+      PermutePixel(x + r * c, v + r * c, out + r * c, c);
     }
   }
   return ffi::Error::Success();
@@ -876,20 +850,19 @@ int64_t Rows(ffi::Span<const int64_t> d) {
   return rows;
 }
 
-ffi::Error SortPoolFwdImpl(F32 x, Out y, int64_t threads, int64_t pairs) {
+ffi::Error SortPoolFwdImpl(F32 x, Out y, int64_t threads) {
   auto d = x.dimensions();
   if (d.size() == 0) return BadShapes("sort pool needs an array of rank >= 1");
-  return SortPoolRun(0, x.typed_data(), nullptr, y->typed_data(), Rows(d), d[d.size() - 1], threads,
-                     pairs != 0);
+  return SortPoolRun(0, x.typed_data(), nullptr, y->typed_data(), Rows(d), d[d.size() - 1], threads);
 }
 
-ffi::Error SortPoolPermuteImpl(F32 x, F32 v, Out out, int64_t threads, int64_t pairs) {
+ffi::Error SortPoolPermuteImpl(F32 x, F32 v, Out out, int64_t threads) {
   auto d = x.dimensions();
   if (d.size() == 0 || v.element_count() != x.element_count()) {
     return BadShapes("sort pool permute needs x and v of one shape");
   }
   return SortPoolRun(1, x.typed_data(), v.typed_data(), out->typed_data(), Rows(d), d[d.size() - 1],
-                     threads, pairs != 0);
+                     threads);
 }
 
 // A pass over n elements on `threads` cores, in blocks of kBlock: block(lo,
@@ -987,23 +960,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvFwd, RConvFwdImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     NedenoiseSRConvFwd, SRConvFwdImpl,
-    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()).Attr<int64_t>("pairs"));
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     NedenoiseSRConvBwdData, SRConvBwdDataImpl,
-    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>()).Attr<int64_t>("pairs"));
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     NedenoiseSRConvBwdWeights, SRConvBwdWeightsImpl,
-    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()).Attr<int64_t>("pairs"));
+    NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvBwdData, RConvBwdDataImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NedenoiseRConvBwdWeights, RConvBwdWeightsImpl,
                               NEDENOISE_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     NedenoiseSortPoolFwd, SortPoolFwdImpl,
-    ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Attr<int64_t>("threads").Attr<int64_t>("pairs"));
+    ffi::Ffi::Bind().Arg<F32>().Ret<F32>().Attr<int64_t>("threads"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     NedenoiseSortPoolPermute, SortPoolPermuteImpl,
-    ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("threads").Attr<int64_t>("pairs"));
+    ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("threads"));
 
 #define NEDENOISE_MAP_ATTRS(binding)                                                            \
   NEDENOISE_ATTRS(binding).Attr<int64_t>("sort").Attr<int64_t>("anchor_h").Attr<int64_t>("anchor_w") \
