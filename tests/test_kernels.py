@@ -446,3 +446,38 @@ def test_ne_drunet_gradients_sharded_over_8_devices_equal_one_device(onednn):
   shard, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
   eight = jax.jit(grad, in_shardings=(rep, shard, shard), out_shardings=rep)(v, x, s)
   chex.assert_trees_all_close(eight, one, rtol=1e-4, atol=1e-6)
+
+
+def test_cache_key_covers_the_source_flags_and_versions(tmp_path, monkeypatch):
+  # A library built from another source, with other flags or against another oneDNN/JAX is another file.
+  tc = {"cxx": "c++", "include": "/inc", "lib": "/lib", "ffi_include": "/ffi"}
+  versions = {"compiler": "g++ 12", "jax": "0.10", "jaxlib": "0.10", "onednn-devel-cpu-gomp": "2023.2.0",
+              "dnnl_version.h": "#define DNNL_VERSION_MINOR 2"}
+  monkeypatch.setattr(build, "_versions", lambda cxx, include: dict(versions))
+  key = build.cache_key(tc)
+  assert build.cache_key(dict(tc)) == key  # deterministic
+  assert build.cache_key({**tc, "include": "/other"}) != key
+  for name, value in (("dnnl_version.h", "#define DNNL_VERSION_MINOR 13"), ("jaxlib", "0.11"),
+                      ("compiler", "clang 18")):
+    monkeypatch.setattr(build, "_versions", lambda cxx, include, n=name, v=value: {**versions, n: v})
+    assert build.cache_key(tc) != key, name
+  monkeypatch.setattr(build, "_versions", lambda cxx, include: dict(versions))
+  command = build._compile_command
+  monkeypatch.setattr(build, "_compile_command", lambda tc, out: command(tc, out) + ["-march=native"])
+  assert build.cache_key(tc) != key
+  monkeypatch.setattr(build, "_compile_command", command)
+  source = tmp_path / "onednn_conv.cc"
+  source.write_bytes(open(build._SOURCE, "rb").read() + b"\n")
+  monkeypatch.setattr(build, "_SOURCE", str(source))
+  assert build.cache_key(tc) != key
+
+
+def test_nothing_is_built_when_the_default_backend_is_not_the_cpu(monkeypatch):
+  def no_build(*a, **k):
+    raise AssertionError("the CPU backend was built or loaded in a GPU process")
+
+  monkeypatch.delenv(build.ENV, raising=False)
+  monkeypatch.setattr(build.jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(build, "available", no_build)
+  monkeypatch.setattr(build, "_load", no_build)
+  assert build.enabled() is False
