@@ -272,3 +272,27 @@ def test_maps_and_map_scale_need_a_model_that_uses_them():
   with pytest.raises(ValueError, match="map_scale=2.0: the model .* has no noise map to scale"):
     dn.denoise(img, blind, map_scale=2.0)
   dn.denoise(img, blind, sigma=0.1)  # a number is ignored by blind models, as before
+
+
+def test_repeated_calls_compile_once_per_model_and_shape(monkeypatch):
+  # A loop over images (or the CLI over a folder) traces and compiles the model once per input
+  # shape, and reads the weights once per name.
+  import collections
+
+  from nedenoise_jax import loading
+
+  reads = []
+  load = loading.load
+  monkeypatch.setattr(loading, "load", lambda p, *a, **k: reads.append(p) or load(p, *a, **k))
+  monkeypatch.setattr(loading, "_CACHE", collections.OrderedDict())  # as in a fresh process
+  module, _ = loading.load_cached("pretrained:gray-norm_equiv")
+  apply = dn._make_apply(module, True, False)
+  before = apply._cache_size()  # other tests of this process may have run other shapes
+  rng = np.random.default_rng(0)
+  outs = [nj.denoise(rng.integers(0, 256, (37, 53), dtype=np.uint8), "pretrained:gray-norm_equiv")
+          for _ in range(3)]
+  assert len(reads) == 1
+  assert apply._cache_size() == before + 1  # one trace, one executable, for the three calls
+  nj.denoise(rng.integers(0, 256, (29, 61), dtype=np.uint8), "pretrained:gray-norm_equiv")
+  assert apply._cache_size() == before + 2 and len(reads) == 1  # a new shape is a new program
+  assert all(o.shape == (37, 53) for o in outs)

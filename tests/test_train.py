@@ -408,3 +408,17 @@ def test_cosine_run_cannot_be_extended_by_resuming(tmp_path):
                                                    r"\(the cosine schedule decays over it\)"):
     train.train_and_evaluate(tiny_config(**{"train.schedule": "cosine", "train.steps": 20}), str(tmp_path),
                              progress=False)
+
+
+def test_validations_reuse_one_compiled_function(tmp_path):
+  # Four validations (steps 2, 4, 6 and the end) at two sigmas: one trace, one executable.
+  from nedenoise_jax.evaluation import evaluate as evaluation
+
+  cfg = tiny_config(**{"model.features": 10, "model.depth": 2, "train.steps": 6, "train.eval_every": 2,
+                       "data.val": "builtin:deadleaves-val:2", "noise.val_sigmas": (15.0, 25.0)})
+  fn = evaluation.scorer(train.create_model(cfg), True)
+  before = fn._cache_size()
+  summary = train.train_and_evaluate(cfg, str(tmp_path / "w"), progress=False)
+  assert set(summary["val"]) == {15.0, 25.0}
+  assert sum(1 for r in metrics.read_metrics(str(tmp_path / "w")) if "val/psnr_sigma15" in r) >= 3
+  assert fn._cache_size() == before + 1
