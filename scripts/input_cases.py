@@ -357,6 +357,98 @@ def train_cases(rep, d):
   kept = open(os.path.join(wd, "config.json")).read() == saved
   rep.cli("resume with another model (depth 4)", "train.py ... (same workdir) --config.model.depth=4", r, 2,
           "config.json unchanged" if kept else "CONFIG.JSON REWRITTEN", ok=kept)
+  train_recovery_cases(rep, d, cmd)
+
+
+def planar_rgb(rep, d):
+  """A planar RGB TIFF (its metadata says RGB) is a colour image; three gray pages are a stack."""
+  import tifffile
+
+  from nedenoise_jax.io import images
+
+  rng = np.random.default_rng(7)
+  data = rng.integers(0, 256, (3, 40, 48), dtype=np.uint8)
+  rgb, gray3 = os.path.join(d, "planar-rgb.tif"), os.path.join(d, "three-pages.tif")
+  tifffile.imwrite(rgb, data, photometric="rgb", planarconfig="separate")
+  tifffile.imwrite(gray3, data, photometric="minisblack")
+  out = os.path.join(d, "out-planar")
+  r = denoise_cmd(rgb, gray3, "--out", out)
+  a, b = images.read_stack(os.path.join(out, "planar-rgb.tif")), images.read_stack(os.path.join(out, "three-pages.tif"))
+  with tifffile.TiffFile(os.path.join(out, "planar-rgb.tif")) as t:
+    photometric = t.pages[0].photometric.name
+  checks = (f"planar-rgb.tif -> {a.data.shape} {a.axes} {photometric} (the colour model; written interleaved); "
+            f"three-pages.tif -> {b.data.shape} {b.axes} (a stack of 3 gray planes)")
+  rep.cli("planar RGB TIFF and a 3-page gray TIFF", "denoise planar-rgb.tif three-pages.tif", r, 0, checks,
+          ok=a.data.shape == (40, 48, 3) and photometric == "RGB" and b.planes == 3 and b.data.shape == (3, 40, 48))
+
+
+def train_recovery_cases(rep, d, cmd):
+  """SIGKILL at a checkpoint, then the same command: the run it gives is the uninterrupted run's;
+  a finished run run again logs nothing twice; a size that builds no network is refused."""
+  import signal
+
+  import jax
+
+  import nedenoise_jax as nj
+
+  ref, killed = os.path.join(d, "w-ref"), os.path.join(d, "w-killed")
+  steps = "--config.train.steps=40"
+  run(*cmd(ref, steps))
+  proc = subprocess.Popen([sys.executable, *cmd(killed, steps)], env=ENV, cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpts, deadline = os.path.join(killed, "checkpoints"), time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  at = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) if os.path.isdir(ckpts) else []
+  r = run(*cmd(killed, steps))
+  same = all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(nj.load(ref)[1]),
+                                                  jax.tree.leaves(nj.load(killed)[1])))
+  rep.cli("SIGKILL during training, then the same command", f"kill -9 at checkpoint {at[-1] if at else '?'} "
+          "of 40 steps; train.py ... (same workdir)", r, 0,
+          f"killed with checkpoints {at}; final weights {'equal' if same else 'DIFFERENT'} to the uninterrupted run's",
+          ok=same and bool(at) and at[-1] < 40)
+  rows = open(os.path.join(ref, "metrics.jsonl")).read()
+  r = run(*cmd(ref, steps))
+  again = open(os.path.join(ref, "metrics.jsonl")).read() == rows
+  rep.cli("a finished run, run again", "train.py ... (the finished workdir)", r, 0,
+          "metrics.jsonl unchanged, no step logged twice" if again else "METRICS CHANGED", ok=again)
+  wd = os.path.join(d, "w-depth0")
+  r = run(*cmd(wd, "--config.train.steps=2", "--config.model.depth=0"))
+  rep.cli("model.depth=0", "train.py ... --config.model.depth=0", r, 2,
+          "no workdir left" if not os.path.exists(wd) else "WORKDIR LEFT", ok=not os.path.exists(wd))
+
+
+def denoise_only_install(rep, d, paths):
+  """`pip install .` without the train extra: denoise and evaluate work, the others name the extra."""
+  blocker = ("import importlib.abc, sys\nfrom nedenoise_jax import cli\n"
+             "class NotInstalled(importlib.abc.MetaPathFinder):\n"
+             "  def find_spec(self, name, path=None, target=None):\n"
+             "    top = name.split('.')[0]\n"
+             "    if top in cli.EXTRAS and top != 'absl':\n"
+             "      raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+             "sys.meta_path.insert(0, NotInstalled())\n"
+             "sys.exit(cli.main(['nedenoise'] + sys.argv[1:]))\n")
+  env = {**ENV, "NEDENOISE_MALLOC": "0"}
+
+  def nedenoise(*args):
+    return subprocess.run([sys.executable, "-c", blocker, *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=d)
+
+  r = nedenoise("evaluate", "--model", "pretrained:gray-norm_equiv", "--data", "builtin:deadleaves-val:1",
+                "--sigmas", "25", "--out", "ev-base", "--no_progress")
+  notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+  written = sorted(os.listdir(os.path.join(d, "ev-base"))) if os.path.isdir(os.path.join(d, "ev-base")) else []
+  rep.add("evaluate on a denoise-only install", "nedenoise evaluate ... (no matplotlib)", r.returncode,
+          " / ".join(notes), f"written: {', '.join(written)}",
+          r.returncode == 0 and written == ["results.csv", "results.json", "results.md"])
+  r = nedenoise("train", "--config", "quickstart", "--workdir", "w-base")
+  rep.cli("train on a denoise-only install", "nedenoise train --config quickstart ...", r, 2,
+          "no workdir left" if not os.path.exists(os.path.join(d, "w-base")) else "WORKDIR LEFT",
+          ok=not os.path.exists(os.path.join(d, "w-base")))
 
 
 def main():
@@ -373,11 +465,13 @@ def main():
     paths = make_inputs(d)
     nonblind = tiny_weights(d, blind=False)
     stacks(rep, d, paths)
+    planar_rgb(rep, d)
     flags(rep, d, paths, nonblind)
     outputs(rep, d, paths)
     per_file(rep, d, paths)
     api(rep, d, paths)
     train_cases(rep, d)
+    denoise_only_install(rep, d, paths)
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=ROOT).stdout.strip()
   from bench import cpu_model
