@@ -422,21 +422,13 @@ def train_recovery_cases(rep, d, cmd):
           "no workdir left" if not os.path.exists(wd) else "WORKDIR LEFT", ok=not os.path.exists(wd))
 
 
-def denoise_only_install(rep, d, paths):
+def denoise_only_install(rep, d):
   """`pip install .` without the train extra: denoise and evaluate work, the others name the extra."""
-  blocker = ("import importlib.abc, sys\nfrom nedenoise_jax import cli\n"
-             "class NotInstalled(importlib.abc.MetaPathFinder):\n"
-             "  def find_spec(self, name, path=None, target=None):\n"
-             "    top = name.split('.')[0]\n"
-             "    if top in cli.EXTRAS and top != 'absl':\n"
-             "      raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-             "sys.meta_path.insert(0, NotInstalled())\n"
-             "sys.exit(cli.main(['nedenoise'] + sys.argv[1:]))\n")
-  env = {**ENV, "NEDENOISE_MALLOC": "0"}
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  from without_extras import nedenoise as run_without_extras
 
   def nedenoise(*args):
-    return subprocess.run([sys.executable, "-c", blocker, *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=d)
+    return run_without_extras(*args, cwd=d, env=ENV)
 
   r = nedenoise("evaluate", "--model", "pretrained:gray-norm_equiv", "--data", "builtin:deadleaves-val:1",
                 "--sigmas", "25", "--out", "ev-base", "--no_progress")
@@ -471,7 +463,7 @@ def main():
     per_file(rep, d, paths)
     api(rep, d, paths)
     train_cases(rep, d)
-    denoise_only_install(rep, d, paths)
+    denoise_only_install(rep, d)
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=ROOT).stdout.strip()
   from bench import cpu_model
